@@ -1,0 +1,51 @@
+"""flowgraph: concurrent data pipelines as graphs of functions, on asyncio or trio.
+
+Declare a :class:`Graph` of sources, transforms and sinks, then
+``await graph.run()`` in your own event loop or call :func:`run`.
+"""
+
+from __future__ import annotations
+
+from ._core import Failure as Failure
+from ._core import FailureHandler as FailureHandler
+from ._core import FlowgraphError as FlowgraphError
+from ._core import Graph as Graph
+from ._core import GraphError as GraphError
+from ._core import Node as Node
+from ._core import NodeError as NodeError
+from ._core import NodeKind as NodeKind
+from ._core import NodeStatistics as NodeStatistics
+from ._core import Policy as Policy
+from ._core import Run as Run
+from ._core import RunResult as RunResult
+from ._core import RunStatistics as RunStatistics
+from ._core import StoreError as StoreError
+from ._core import open_run as open_run
+from ._core import run as run
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Failure",
+    "FailureHandler",
+    "FlowgraphError",
+    "Graph",
+    "GraphError",
+    "Node",
+    "NodeError",
+    "NodeKind",
+    "NodeStatistics",
+    "Policy",
+    "Run",
+    "RunResult",
+    "RunStatistics",
+    "StoreError",
+    "open_run",
+    "run",
+]
+
+for _name in __all__:
+    _obj = globals()[_name]
+    if getattr(_obj, "__module__", "").startswith("flowgraph."):
+        _obj.__module__ = "flowgraph"
+del _name, _obj

@@ -1,0 +1,364 @@
+"""Graph: declare nodes and the edges between them, and refuse graphs that cannot run.
+
+A ``Graph`` is inert data. Declaring it starts nothing; it can be validated,
+drawn and run any number of times. Every mistake that can be caught without
+running is caught here, as early as possible: bad options when a node is
+declared, cycles and misuse of sources and sinks when an edge is added, and
+dangling nodes when the graph is validated (which every run does first).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterable, Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+
+from ._exceptions import GraphError
+from ._nodes import DEFAULT_BUFFER, FnKind, Node, NodeKind, OnError, constant_source, fn_kind
+
+if TYPE_CHECKING:
+    from datetime import timedelta
+
+    from ._policy import Policy
+    from ._run import RunResult
+
+P = ParamSpec("P")
+R = TypeVar("R")
+NodeRef = Node[..., Any] | str
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Send each item of ``upstream`` to the one downstream that ``by(item)`` names."""
+
+    by: Callable[[Any], Hashable]
+    targets: Mapping[Hashable, str]
+    default: str | None
+
+
+class Graph:
+    """A directed acyclic graph of nodes joined by bounded streams.
+
+    Args:
+        name: names the graph in errors, statistics and checkpoint stores.
+    """
+
+    def __init__(self, name: str = "graph") -> None:
+        if not isinstance(name, str) or not name:
+            raise GraphError(f"graph name must be a non-empty string (got {name!r})")
+        self.name = name
+        self._nodes: dict[str, Node[..., Any]] = {}
+        self._downstream: dict[str, list[str]] = {}
+        self._upstream: dict[str, list[str]] = {}
+        self._routes: dict[str, Route] = {}
+
+    def __repr__(self) -> str:
+        return f"<Graph {self.name!r}: {len(self._nodes)} nodes>"
+
+    # -- declaring nodes -------------------------------------------------------------
+
+    @overload
+    def source(self, fn: Callable[P, R], /, *, name: str | None = None) -> Node[P, R]: ...
+    @overload
+    def source(self, fn: Iterable[Any] | AsyncIterable[Any], /, *, name: str) -> Node[[], Any]: ...
+    @overload
+    def source(
+        self, fn: None = None, /, *, name: str | None = None
+    ) -> Callable[[Callable[P, R]], Node[P, R]]: ...
+    def source(self, fn: Any = None, /, *, name: str | None = None) -> Any:
+        """Declare a source: a node that produces items and has no upstream.
+
+        *fn* is an async or sync generator function, a function (async or sync)
+        returning an iterable or async iterable, or an iterable given directly
+        (then *name* is required). Sync iterators are read in a worker thread;
+        lists, ranges and other re-iterable collections are read on the event loop.
+        Works as ``@graph.source``, ``@graph.source(name=...)`` or a plain call.
+        """
+        if fn is None:
+            return lambda f: self.source(f, name=name)
+        if not callable(fn):
+            if not isinstance(fn, Iterable | AsyncIterable):
+                raise GraphError(
+                    f"a source must be a function or an iterable (got {type(fn).__name__})"
+                )
+            if name is None:
+                raise GraphError("a source given as an iterable needs name=")
+            fn = constant_source(fn)
+        return self._add(Node(fn, graph=self, kind=NodeKind.SOURCE, name=name))
+
+    @overload
+    def transform(
+        self,
+        fn: Callable[P, R],
+        /,
+        *,
+        name: str | None = ...,
+        workers: int = ...,
+        buffer: int = ...,
+        ordered: bool = ...,
+        inline: bool = ...,
+        retry: Policy | None = ...,
+        rate: Policy | None = ...,
+        limit: Policy | None = ...,
+        timeout: float | timedelta | None = ...,
+        on_error: OnError = ...,
+    ) -> Node[P, R]: ...
+    @overload
+    def transform(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = ...,
+        workers: int = ...,
+        buffer: int = ...,
+        ordered: bool = ...,
+        inline: bool = ...,
+        retry: Policy | None = ...,
+        rate: Policy | None = ...,
+        limit: Policy | None = ...,
+        timeout: float | timedelta | None = ...,
+        on_error: OnError = ...,
+    ) -> Callable[[Callable[P, R]], Node[P, R]]: ...
+    def transform(self, fn: Any = None, /, **options: Any) -> Any:
+        """Declare a transform: each input item becomes zero, one or many output items.
+
+        An async or sync function returns one output item per input; a generator
+        function (async or sync) yields any number. Sync functions run in worker
+        threads, at most *workers* at once, unless ``inline=True`` says they are
+        quick enough to run on the event loop.
+
+        Args:
+            name: node name, unique in the graph (default: the function's name).
+            workers: how many items the node processes concurrently.
+            buffer: capacity of the node's input stream; a full buffer pushes back
+                on the upstream nodes. ``0`` hands items over one at a time.
+            ordered: emit outputs in input order even with several workers.
+            inline: run a sync function on the event loop instead of in a thread.
+            retry: a retry policy such as ``fg.Retry(attempts=5)``.
+            rate: a rate limit such as ``fg.Rate(10, per=1.0)``, possibly shared.
+            limit: a concurrency limit shared with other nodes, ``fg.Limit(4)``.
+            timeout: seconds one item may take, all attempts included.
+            on_error: what to do with an item that still fails: ``"raise"`` fails
+                the run, ``"skip"`` counts and drops it, ``"dead_letter"`` stores it.
+
+        Raises:
+            GraphError: if an option is invalid or the name is taken.
+        """
+        return self._declare(NodeKind.TRANSFORM, fn, options)
+
+    @overload
+    def sink(
+        self,
+        fn: Callable[P, R],
+        /,
+        *,
+        name: str | None = ...,
+        workers: int = ...,
+        buffer: int = ...,
+        ordered: bool = ...,
+        inline: bool = ...,
+        retry: Policy | None = ...,
+        rate: Policy | None = ...,
+        limit: Policy | None = ...,
+        timeout: float | timedelta | None = ...,
+        on_error: OnError = ...,
+    ) -> Node[P, R]: ...
+    @overload
+    def sink(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = ...,
+        workers: int = ...,
+        buffer: int = ...,
+        ordered: bool = ...,
+        inline: bool = ...,
+        retry: Policy | None = ...,
+        rate: Policy | None = ...,
+        limit: Policy | None = ...,
+        timeout: float | timedelta | None = ...,
+        on_error: OnError = ...,
+    ) -> Callable[[Callable[P, R]], Node[P, R]]: ...
+    def sink(self, fn: Any = None, /, **options: Any) -> Any:
+        """Declare a sink: a node that consumes items and has no downstream.
+
+        Takes the same options as :meth:`transform`; the function's return value
+        is ignored. A run finishes when every sink has drained its input.
+        """
+        return self._declare(NodeKind.SINK, fn, options)
+
+    def _declare(self, kind: NodeKind, fn: Any, options: dict[str, Any]) -> Any:
+        if fn is None:
+            return lambda f: self._declare(kind, f, options)
+        if not callable(fn):
+            raise GraphError(f"a {kind.value} must be a function (got {type(fn).__name__})")
+        if "buffer" not in options:
+            options["buffer"] = DEFAULT_BUFFER
+        return self._add(Node(fn, graph=self, kind=kind, **options))
+
+    def _add(self, node: Node[P, R]) -> Node[P, R]:
+        if node.name in self._nodes:
+            raise GraphError(
+                f"graph {self.name!r} already has a node named {node.name!r}; "
+                "pass name= to tell them apart"
+            )
+        self._nodes[node.name] = node
+        self._downstream[node.name] = []
+        self._upstream[node.name] = []
+        return node
+
+    # -- edges -----------------------------------------------------------------------
+
+    def connect(self, upstream: NodeRef, *downstream: NodeRef) -> None:
+        """Send every item of *upstream* to each of *downstream* (fan-out).
+
+        Connecting several upstreams to one node merges them (fan-in): the node's
+        input ends when all of them have finished.
+
+        Raises:
+            GraphError: for unknown nodes, a sink used as upstream, a source used as
+                downstream, a repeated edge, or an edge that would close a cycle.
+        """
+        if not downstream:
+            raise GraphError("connect() needs at least one downstream node")
+        up = self._resolve(upstream)
+        if up.name in self._routes:
+            raise GraphError(
+                f"{up.kind.value} {up.name!r} already routes its items; it cannot also fan out"
+            )
+        for target in downstream:
+            self._add_edge(up, self._resolve(target))
+
+    def chain(self, *nodes: NodeRef) -> None:
+        """Connect *nodes* in a line: ``chain(a, b, c)`` is ``connect(a, b); connect(b, c)``."""
+        if len(nodes) < 2:
+            raise GraphError("chain() needs at least two nodes")
+        for up, down in itertools.pairwise(nodes):
+            self.connect(up, down)
+
+    def route(
+        self,
+        upstream: NodeRef,
+        *,
+        by: Callable[[Any], Hashable],
+        to: Mapping[Hashable, NodeRef],
+        default: NodeRef | None = None,
+    ) -> None:
+        """Send each item of *upstream* to exactly one downstream: ``to[by(item)]``.
+
+        *by* is a quick sync function called on the event loop for every item. An
+        item whose key is not in *to* goes to *default*; with no default it fails
+        the node like any other error (so it can be skipped or dead-lettered).
+        """
+        up = self._resolve(upstream)
+        if up.name in self._routes or self._downstream[up.name]:
+            raise GraphError(f"{up.kind.value} {up.name!r} already has downstream nodes")
+        if not callable(by) or fn_kind(by) is not FnKind.SYNC:
+            raise GraphError(
+                f"route by= of {up.name!r} must be a plain sync function returning a key "
+                f"(got {by!r})"
+            )
+        if not to:
+            raise GraphError(f"route of {up.name!r} needs at least one target in to=")
+        targets = {key: self._resolve(node) for key, node in to.items()}
+        fallback = None if default is None else self._resolve(default)
+        for node in {
+            n.name: n for n in [*targets.values(), *([fallback] if fallback else [])]
+        }.values():
+            self._add_edge(up, node)
+        self._routes[up.name] = Route(
+            by=by,
+            targets={key: node.name for key, node in targets.items()},
+            default=None if fallback is None else fallback.name,
+        )
+
+    def _add_edge(self, up: Node[..., Any], down: Node[..., Any]) -> None:
+        if up.kind is NodeKind.SINK:
+            raise GraphError(f"sink {up.name!r} cannot have downstream {down.name!r}")
+        if down.kind is NodeKind.SOURCE:
+            raise GraphError(f"source {down.name!r} cannot have upstream {up.name!r}")
+        if down.name in self._downstream[up.name]:
+            raise GraphError(f"{up.name!r} is already connected to {down.name!r}")
+        path = self._path(down.name, up.name)
+        if path is not None:
+            cycle = " -> ".join([*path, down.name])
+            raise GraphError(f"edge {up.name!r} -> {down.name!r} would create a cycle: {cycle}")
+        self._downstream[up.name].append(down.name)
+        self._upstream[down.name].append(up.name)
+
+    def _path(self, start: str, goal: str) -> list[str] | None:
+        """Return a path of node names from *start* to *goal*, if there is one."""
+        stack: list[tuple[str, list[str]]] = [(start, [start])]
+        seen: set[str] = set()
+        while stack:
+            name, path = stack.pop()
+            if name == goal:
+                return path
+            if name not in seen:
+                seen.add(name)
+                stack.extend((nxt, [*path, nxt]) for nxt in self._downstream[name])
+        return None
+
+    def _resolve(self, ref: NodeRef) -> Node[..., Any]:
+        if isinstance(ref, Node):
+            if ref.graph is not self:
+                raise GraphError(f"node {ref.name!r} belongs to graph {ref.graph.name!r}")
+            return ref
+        if isinstance(ref, str) and ref in self._nodes:
+            return self._nodes[ref]
+        raise GraphError(f"graph {self.name!r} has no node {ref!r}")
+
+    # -- inspection and validation ---------------------------------------------------
+
+    @property
+    def nodes(self) -> Mapping[str, Node[..., Any]]:
+        """The nodes by name, in declaration order."""
+        return dict(self._nodes)
+
+    @property
+    def edges(self) -> list[tuple[str, str]]:
+        """Every edge as ``(upstream, downstream)``, in declaration order."""
+        return [(up, down) for up, downs in self._downstream.items() for down in downs]
+
+    def upstream(self, node: NodeRef) -> list[str]:
+        """Names of the nodes that feed *node*."""
+        return list(self._upstream[self._resolve(node).name])
+
+    def downstream(self, node: NodeRef) -> list[str]:
+        """Names of the nodes that *node* feeds."""
+        return list(self._downstream[self._resolve(node).name])
+
+    def route_of(self, node: NodeRef) -> Route | None:
+        """The routing rule of *node*, or ``None`` if it fans out to every downstream."""
+        return self._routes.get(self._resolve(node).name)
+
+    def validate(self) -> None:
+        """Check that every node is wired so that the graph can run and finish.
+
+        Raises:
+            GraphError: naming the first node that is not wired correctly.
+        """
+        if not self._nodes:
+            raise GraphError(f"graph {self.name!r} has no nodes")
+        for name, node in self._nodes.items():
+            ups, downs = self._upstream[name], self._downstream[name]
+            if node.kind is NodeKind.SOURCE and not downs:
+                raise GraphError(f"source {name!r} has no downstream: connect it to a node")
+            if node.kind is not NodeKind.SOURCE and not ups:
+                raise GraphError(
+                    f"{node.kind.value} {name!r} has no upstream, so no source can reach it"
+                )
+            if node.kind is NodeKind.TRANSFORM and not downs:
+                raise GraphError(
+                    f"transform {name!r} has no downstream, so its output would go nowhere: "
+                    "connect it, or declare it with graph.sink"
+                )
+
+    async def run(self, **options: Any) -> RunResult:
+        """Run the graph in the current event loop; see :func:`flowgraph.run`."""
+        from ._run import run_graph
+
+        return await run_graph(self, **options)

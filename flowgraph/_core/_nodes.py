@@ -1,0 +1,280 @@
+"""Node kinds, their options, and the adapters that turn any user function into one call shape.
+
+A node wraps one user function. Whatever its flavour (async or sync, plain or
+generator), the engine sees the same thing at run time: ``await call(item)``
+returning the node's output, plus a flag saying whether that output is one item
+or an iterable of items to emit one by one.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import inspect
+import math
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, final
+
+import anyio
+import anyio.to_thread
+
+from ._exceptions import GraphError
+from ._policy import Call, FailureHandler, Policy
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterable, Callable, Iterable
+
+    from ._graph import Graph
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+OnError = Literal["raise", "skip", "dead_letter"] | FailureHandler
+"""What a node does with an item whose function still fails after its policies gave up."""
+
+DEFAULT_BUFFER = 16
+
+
+class NodeKind(enum.Enum):
+    """The role of a node in a graph."""
+
+    #: Produces items; has no upstream.
+    SOURCE = "source"
+    #: Turns each input item into zero, one or many output items.
+    TRANSFORM = "transform"
+    #: Consumes items; has no downstream.
+    SINK = "sink"
+
+
+class FnKind(enum.Enum):
+    """The calling convention of a user function, found once at declaration."""
+
+    #: ``async def f(x)``: awaited; its return value is one output.
+    ASYNC = "async"
+    #: ``async def f(x): yield ...``: each yielded value is an output.
+    ASYNC_GEN = "async generator"
+    #: ``def f(x)``: run in a worker thread (or inline); its return value is one output.
+    SYNC = "sync"
+    #: ``def f(x): yield ...``: run in a worker thread; each yielded value is an output.
+    SYNC_GEN = "sync generator"
+
+    @property
+    def is_async(self) -> bool:
+        return self in (FnKind.ASYNC, FnKind.ASYNC_GEN)
+
+
+def fn_kind(fn: Callable[..., Any]) -> FnKind:
+    """Classify *fn*, looking through ``functools.partial`` and callable objects."""
+    target: Any = fn
+    while isinstance(target, functools.partial):
+        target = target.func
+    if not inspect.isroutine(target) and not inspect.isclass(target) and callable(target):
+        target = type(target).__call__
+    if inspect.isasyncgenfunction(target):
+        return FnKind.ASYNC_GEN
+    if inspect.iscoroutinefunction(target):
+        return FnKind.ASYNC
+    if inspect.isgeneratorfunction(target):
+        return FnKind.SYNC_GEN
+    return FnKind.SYNC
+
+
+def fn_name(fn: object) -> str:
+    name = getattr(fn, "__name__", None)
+    if isinstance(name, str) and name.isidentifier():
+        return name
+    raise GraphError(f"cannot name the node for {fn!r}: pass name=")
+
+
+def to_seconds(value: float | timedelta, what: str) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if not seconds > 0 or math.isinf(seconds):
+        raise GraphError(f"{what} must be a positive number of seconds (got {value!r})")
+    return seconds
+
+
+@final
+class Node(Generic[P, R]):
+    """One function in a graph, with the options that say how it runs.
+
+    Created by :meth:`Graph.source`, :meth:`Graph.transform` and :meth:`Graph.sink`;
+    calling the node calls the wrapped function unchanged, so decorated functions
+    stay usable (and testable) on their own.
+    """
+
+    __slots__ = (
+        "buffer",
+        "fn",
+        "fn_kind",
+        "graph",
+        "inline",
+        "kind",
+        "limit",
+        "name",
+        "on_error",
+        "ordered",
+        "rate",
+        "retry",
+        "timeout",
+        "workers",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        graph: Graph,
+        kind: NodeKind,
+        name: str | None = None,
+        workers: int = 1,
+        buffer: int = DEFAULT_BUFFER,
+        ordered: bool = False,
+        inline: bool = False,
+        retry: Policy | None = None,
+        rate: Policy | None = None,
+        limit: Policy | None = None,
+        timeout: float | timedelta | None = None,
+        on_error: OnError = "raise",
+    ) -> None:
+        self.fn = fn
+        self.graph = graph
+        self.kind = kind
+        self.name = name if name is not None else fn_name(fn)
+        self.fn_kind = fn_kind(fn)
+        self.workers = workers
+        self.buffer = buffer
+        self.ordered = ordered
+        self.inline = inline
+        self.retry = retry
+        self.rate = rate
+        self.limit = limit
+        self.timeout = None if timeout is None else to_seconds(timeout, f"timeout of {self.name!r}")
+        self.on_error = on_error
+        self._validate()
+
+    def _validate(self) -> None:
+        label = f"{self.kind.value} {self.name!r}"
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise GraphError(f"workers of {label} must be an int >= 1 (got {self.workers!r})")
+        if isinstance(self.buffer, bool) or not isinstance(self.buffer, int) or self.buffer < 0:
+            raise GraphError(f"buffer of {label} must be an int >= 0 (got {self.buffer!r})")
+        if self.inline and self.fn_kind.is_async:
+            raise GraphError(
+                f"inline=True runs a sync function on the event loop, but {label} is an "
+                f"{self.fn_kind.value} function; drop inline=True"
+            )
+        for option in ("retry", "rate", "limit"):
+            value = getattr(self, option)
+            if value is not None and not isinstance(value, Policy):
+                raise GraphError(
+                    f"{option}= of {label} must be a policy such as fg.Retry(...), "
+                    f"fg.Rate(...) or fg.Limit(...) (got {value!r})"
+                )
+        if self.on_error not in ("raise", "skip", "dead_letter") and not isinstance(
+            self.on_error, FailureHandler
+        ):
+            raise GraphError(
+                f"on_error of {label} must be 'raise', 'skip', 'dead_letter' or an object "
+                f"with an async handle(failure) method (got {self.on_error!r})"
+            )
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<{self.kind.value} {self.name!r} of graph {self.graph.name!r}>"
+
+    @property
+    def policies(self) -> tuple[Policy, ...]:
+        """The node's policies, outermost first, as the engine applies them."""
+        return tuple(p for p in (self.retry, self.limit, self.rate) if p is not None)
+
+
+def adapt_call(node: Node[..., Any], limiter: anyio.CapacityLimiter) -> tuple[Call, bool]:
+    """Build ``(call, many)`` for a transform or sink: ``await call(item)`` gives its output.
+
+    Generator functions are drained per item into a list (``many`` is true), so a
+    retried item never emits half its outputs twice. Sync functions run in a worker
+    thread bounded by *limiter*, unless the node is ``inline``.
+    """
+    fn: Any = node.fn
+    kind = node.fn_kind
+    if kind is FnKind.ASYNC:
+        return fn, False
+    if kind is FnKind.ASYNC_GEN:
+
+        async def drain_async(item: Any) -> list[Any]:
+            return [out async for out in fn(item)]
+
+        return drain_async, True
+    if kind is FnKind.SYNC_GEN:
+
+        def drain(item: Any) -> list[Any]:
+            return list(fn(item))
+
+        target, many = drain, True
+    else:
+        target, many = fn, False
+    if node.inline:
+
+        async def call_inline(item: Any) -> Any:
+            return target(item)
+
+        return call_inline, many
+
+    run_sync = anyio.to_thread.run_sync
+
+    async def call_in_thread(item: Any) -> Any:
+        return await run_sync(target, item, limiter=limiter)
+
+    return call_in_thread, many
+
+
+def apply_policies(call: Call, node: Node[..., Any], context: Any) -> Call:
+    """Wrap *call* in the node's policies, innermost last, then its overall timeout."""
+    for policy in reversed(node.policies):
+        call = policy.wrap(call, context)
+    if node.timeout is not None:
+        call = _with_timeout(call, node.timeout)
+    return call
+
+
+def _with_timeout(call: Call, seconds: float) -> Call:
+    async def timed(item: Any) -> Any:
+        with anyio.fail_after(seconds):
+            return await call(item)
+
+    return timed
+
+
+def source_iterable(node: Node[..., Any]) -> Callable[[], Any]:
+    """Return a zero-argument async function that opens the source's iterable.
+
+    The result is an ``AsyncIterable`` or an ``Iterable``; sync functions that are
+    not generator functions are called in a worker thread, since building their
+    iterable may block.
+    """
+    fn: Any = node.fn
+    kind = node.fn_kind
+    if kind in (FnKind.ASYNC_GEN, FnKind.SYNC_GEN):
+
+        async def open_generator() -> Any:
+            return fn()
+
+        return open_generator
+    if kind is FnKind.ASYNC:
+        return fn  # type: ignore[no-any-return]
+
+    async def open_in_thread() -> Any:
+        return await anyio.to_thread.run_sync(fn)
+
+    return open_in_thread
+
+
+def constant_source(iterable: Iterable[Any] | AsyncIterable[Any]) -> Callable[[], Any]:
+    """Wrap an iterable given directly to ``Graph.source`` as a source function."""
+
+    def items() -> Iterable[Any] | AsyncIterable[Any]:
+        return iterable
+
+    return items

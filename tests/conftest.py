@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "default",
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+settings.register_profile("ci", parent=settings.get_profile("default"), max_examples=50)
+settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+_BACKENDS = [pytest.param(("asyncio", {}), id="asyncio")]
+if importlib.util.find_spec("trio") is not None:
+    _BACKENDS.append(pytest.param(("trio", {}), id="trio"))
+
+
+@pytest.fixture(params=_BACKENDS)
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, object]]:
+    """Run every async test on asyncio and on trio."""
+    return request.param  # type: ignore[no-any-return]
