@@ -72,7 +72,8 @@ class NodeError(FlowgraphError):
     @classmethod
     def for_source(cls, node: str, produced: int, error: BaseException) -> NodeError:
         """The error of a source that failed while producing items."""
-        where = f"source {node!r} failed after producing {produced} items"
+        items = "item" if produced == 1 else "items"
+        where = f"source {node!r} failed after producing {produced} {items}"
         return cls(node, None, cause=describe_error(error), where=where)
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -113,8 +113,6 @@ class _NodeRun:
         self.workers_left -= 1
         if self.workers_left == 0:
             self.counters.finished_at = anyio.current_time()
-            if self.inbox is not None:
-                self.inbox.close()
 
     def statistics(self) -> NodeStatistics:
         c, node = self.counters, self.node
@@ -147,13 +145,19 @@ class Run:
         self.dead_letters = dead_letters
         self._started_at = anyio.current_time()
         self._finished_at: float | None = None
-        self._nodes = {name: _NodeRun(node, self) for name, node in graph.nodes.items()}
         for node in graph.nodes.values():
             if node.on_error == "dead_letter" and dead_letters is None:
                 raise GraphError(
                     f"{node.kind.value} {node.name!r} has on_error='dead_letter' but the run "
                     "has no dead-letter store: pass dead_letters= to run()"
                 )
+        self._nodes: dict[str, _NodeRun] = {}
+        try:
+            for name, node in graph.nodes.items():
+                self._nodes[name] = _NodeRun(node, self)
+        except BaseException:
+            self._close()
+            raise
 
     def statistics(self) -> RunStatistics:
         """Return a snapshot of every node's counters; cheap, callable at any time."""
@@ -186,6 +190,14 @@ class Run:
         for nr in self._nodes.values():
             if nr.inbox_send is not None:
                 nr.inbox_send.close()
+
+    def _close(self) -> None:
+        # Inputs close only here: closing one when its node fails would make its
+        # upstreams raise BrokenResourceError before the cancellation reaches them.
+        self._finished_at = anyio.current_time()
+        for nr in self._nodes.values():
+            if nr.inbox is not None:
+                nr.inbox.close()
 
     def _inbox_sender(self, name: str) -> MemoryObjectSendStream[Any]:
         sender = self._nodes[name].inbox_send
@@ -328,6 +340,8 @@ async def _source_task(nr: _NodeRun, emit: Emit | None) -> None:
                 if not budget:
                     budget = YIELD_EVERY
                     await checkpoint()
+    except NodeError:
+        raise
     except Exception as exc:
         counters.errors += 1
         raise NodeError.for_source(nr.name, counters.items_out, exc) from exc
@@ -414,7 +428,7 @@ async def open_run(
             raise
         raise error from error.__cause__
     finally:
-        run._finished_at = anyio.current_time()
+        run._close()
 
 
 def _single_error(group: BaseExceptionGroup[Any]) -> BaseException | None:
