@@ -23,3 +23,7 @@ if importlib.util.find_spec("trio") is not None:
 def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, object]]:
     """Run every async test on asyncio and on trio."""
     return request.param  # type: ignore[no-any-return]
+
+
+# --- state stores: a throwaway PostgreSQL server (tests/postgres_server.py) ---
+pytest_plugins = ["postgres_server"]
