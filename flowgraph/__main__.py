@@ -1,0 +1,10 @@
+"""``python -m flowgraph``: the same command line as the ``flowgraph`` script."""
+
+from __future__ import annotations
+
+import sys
+
+from flowgraph.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
