@@ -57,3 +57,9 @@ def test_node_error_bounds_huge_items() -> None:
     """A huge item is abbreviated in the message."""
     error = fg.NodeError("parse", "x" * 10_000)
     assert len(str(error)) < 150
+
+
+def test_node_error_bounds_nested_items() -> None:
+    """A list of dicts is abbreviated too, not only long strings."""
+    item = [{"id": i, "payload": "x" * 50, "tags": list(range(20))} for i in range(50)]
+    assert len(str(fg.NodeError("parse", item))) < 200

@@ -17,13 +17,16 @@ import reprlib
 from typing import Any
 
 _item_repr = reprlib.Repr()
-_item_repr.maxstring = 80
-_item_repr.maxother = 80
+_item_repr.maxlevel = 3
+_item_repr.maxlist = _item_repr.maxtuple = _item_repr.maxdict = 5
+_item_repr.maxstring = _item_repr.maxother = 60
+_MAX_ITEM_REPR = 120
 
 
 def describe_item(item: object) -> str:
-    """Return a bounded repr of *item* for error messages."""
-    return _item_repr.repr(item)
+    """Return a repr of *item* bounded to about 120 characters, for error messages."""
+    text = _item_repr.repr(item)
+    return text if len(text) <= _MAX_ITEM_REPR else text[: _MAX_ITEM_REPR - 3] + "..."
 
 
 def describe_error(error: BaseException) -> str:
