@@ -6,18 +6,26 @@ Declare a :class:`Graph` of sources, transforms and sinks, then
 
 from __future__ import annotations
 
+from ._core import CheckpointCommitted as CheckpointCommitted
+from ._core import Event as Event
 from ._core import Failure as Failure
 from ._core import FailureHandler as FailureHandler
 from ._core import FlowgraphError as FlowgraphError
 from ._core import Graph as Graph
 from ._core import GraphError as GraphError
+from ._core import ItemDeadLettered as ItemDeadLettered
+from ._core import ItemFailed as ItemFailed
 from ._core import Node as Node
 from ._core import NodeError as NodeError
+from ._core import NodeFinished as NodeFinished
 from ._core import NodeKind as NodeKind
+from ._core import NodeStarted as NodeStarted
 from ._core import NodeStatistics as NodeStatistics
 from ._core import Policy as Policy
 from ._core import Run as Run
+from ._core import RunFinished as RunFinished
 from ._core import RunResult as RunResult
+from ._core import RunStarted as RunStarted
 from ._core import RunStatistics as RunStatistics
 from ._core import StoreError as StoreError
 from ._core import open_run as open_run
@@ -26,18 +34,26 @@ from ._core import run as run
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckpointCommitted",
+    "Event",
     "Failure",
     "FailureHandler",
     "FlowgraphError",
     "Graph",
     "GraphError",
+    "ItemDeadLettered",
+    "ItemFailed",
     "Node",
     "NodeError",
+    "NodeFinished",
     "NodeKind",
+    "NodeStarted",
     "NodeStatistics",
     "Policy",
     "Run",
+    "RunFinished",
     "RunResult",
+    "RunStarted",
     "RunStatistics",
     "StoreError",
     "open_run",

@@ -675,3 +675,61 @@ async def test_unrelated_task_keeps_ticking_at_full_throughput() -> None:
     assert count == n
     assert len(gaps) >= 3
     assert max(gaps) < 0.05
+
+
+# -- graceful stop ------------------------------------------------------------------------
+
+
+async def test_stop_lets_in_flight_items_drain() -> None:
+    """stop() ends the sources; what they already emitted still reaches the sinks."""
+    emitted = 0
+
+    async def endless() -> AsyncIterator[int]:
+        nonlocal emitted
+        i = 0
+        while True:
+            await anyio.sleep(0.001)
+            emitted += 1
+            yield i
+            i += 1
+
+    async def slowish(x: int) -> int:
+        await anyio.sleep(0.005)
+        return x
+
+    g = fg.Graph("g")
+    sink, seen = collecting_sink(g)
+    g.chain(g.source(endless), g.transform(slowish, workers=4), sink)
+    async with fg.open_run(g) as run:
+        await anyio.sleep(0.05)
+        run.stop(grace=5)
+    assert run.result.stopped
+    assert len(seen) == emitted > 0
+    assert sorted(seen) == list(range(emitted))
+
+
+async def test_stop_cancels_what_outlives_the_grace_period() -> None:
+    """Items still running when the grace period ends are cancelled, and the run returns."""
+
+    async def stuck(x: int) -> None:
+        await anyio.sleep_forever()
+
+    g = fg.Graph("g")
+    g.chain(g.source(numbers), g.sink(stuck, workers=2))
+    with anyio.fail_after(5):
+        async with fg.open_run(g) as run:
+            await anyio.sleep(0.01)
+            run.stop(grace=0.05)
+    assert run.result.stopped
+    assert run.result.stats["stuck"].items_in == 2
+
+
+async def test_wait_finished_returns_when_every_node_has_finished() -> None:
+    """run.wait_finished() waits for the sinks to drain."""
+    g = fg.Graph("g")
+    sink, seen = collecting_sink(g)
+    g.chain(g.source(numbers), sink)
+    async with fg.open_run(g) as run:
+        await run.wait_finished()
+        assert len(seen) == 100
+        assert run.statistics()["sink"].finished

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
+from ._events import E, Event, Hook, HookTable, add_hook
 from ._exceptions import GraphError
 from ._nodes import DEFAULT_BUFFER, FnKind, Node, NodeKind, OnError, constant_source, fn_kind
 
@@ -52,6 +53,7 @@ class Graph:
         self._downstream: dict[str, list[str]] = {}
         self._upstream: dict[str, list[str]] = {}
         self._routes: dict[str, Route] = {}
+        self._hooks: HookTable = {}
 
     def __repr__(self) -> str:
         return f"<Graph {self.name!r}: {len(self._nodes)} nodes>"
@@ -356,6 +358,31 @@ class Graph:
                     f"transform {name!r} has no downstream, so its output would go nowhere: "
                     "connect it, or declare it with graph.sink"
                 )
+
+    # -- hooks -----------------------------------------------------------------------
+
+    def on(self, event_type: type[E]) -> Callable[[Hook[E]], Hook[E]]:
+        """Register a hook for *event_type* on every run of this graph.
+
+        ``@graph.on(fg.ItemFailed)`` above a sync or async function taking the
+        event. Sync hooks run on the event loop and should be quick; async hooks
+        run as tasks of the run, which waits for them. A hook's exception is
+        logged, never raised into the run.
+
+        Raises:
+            GraphError: if *event_type* is not one of flowgraph's events.
+        """
+
+        def register(hook: Hook[E]) -> Hook[E]:
+            add_hook(self._hooks, event_type, hook)
+            return hook
+
+        return register
+
+    @property
+    def hooks(self) -> Mapping[type[Event], list[Callable[[Any], Any]]]:
+        """The registered hooks by event type."""
+        return {kind: list(fns) for kind, fns in self._hooks.items()}
 
     async def run(self, **options: Any) -> RunResult:
         """Run the graph in the current event loop; see :func:`flowgraph.run`."""

@@ -2,11 +2,57 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, final
 
 import anyio
+
+LATENCY_SAMPLE_EVERY = 8
+"""Time one call in this many: ~10 ns per item instead of ~150 ns, still thousands of samples."""
+
+_BUCKETS_PER_OCTAVE = 4
+_LOWEST = -24 * _BUCKETS_PER_OCTAVE  # 2**-24 s, about 60 ns
+_HIGHEST = 12 * _BUCKETS_PER_OCTAVE  # 2**12 s, about 68 minutes
+
+
+class Latency:
+    """A log-bucketed histogram of call durations: four buckets per octave, so
+    percentiles read from it are within about 9% of the true value."""
+
+    __slots__ = ("counts", "samples", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (_HIGHEST - _LOWEST + 1)
+        self.samples = 0
+        self.total = 0.0
+
+    def record(self, seconds: float) -> None:
+        index = math.floor(math.log2(seconds) * _BUCKETS_PER_OCTAVE) if seconds > 0 else _LOWEST
+        self.counts[min(max(index, _LOWEST), _HIGHEST) - _LOWEST] += 1
+        self.samples += 1
+        self.total += seconds
+
+    def percentile(self, q: float) -> float | None:
+        """The *q* quantile (0 < q <= 1) in seconds: the middle of its bucket."""
+        if not self.samples:
+            return None
+        rank = q * self.samples
+        seen = 0
+        for offset, count in enumerate(self.counts):
+            seen += count
+            if count and seen >= rank:
+                return float(2 ** ((offset + _LOWEST + 0.5) / _BUCKETS_PER_OCTAVE))
+        return None  # pragma: no cover - rank <= samples always lands in a bucket
+
+    def buckets(self) -> tuple[tuple[float, int], ...]:
+        """Non-empty buckets as ``(upper bound in seconds, count)``, ascending."""
+        return tuple(
+            (float(2 ** ((offset + _LOWEST + 1) / _BUCKETS_PER_OCTAVE)), count)
+            for offset, count in enumerate(self.counts)
+            if count
+        )
 
 
 class Counters:
@@ -19,6 +65,7 @@ class Counters:
         "in_flight",
         "items_in",
         "items_out",
+        "latency",
         "retries",
         "skipped",
         "started_at",
@@ -32,6 +79,7 @@ class Counters:
         self.skipped = 0
         self.dead_lettered = 0
         self.in_flight = 0
+        self.latency = Latency()
         self.started_at: float | None = None
         self.finished_at: float | None = None
 
@@ -50,12 +98,20 @@ class NodeStatistics:
         retries: extra attempts made by the node's retry policy.
         skipped: failed items dropped by ``on_error="skip"``.
         dead_lettered: failed items sent to the dead-letter store.
-        in_flight: items taken but not yet finished.
+        in_flight: items taken but not yet finished: the busy workers, for a
+            transform or sink.
         queue_depth: items waiting in the input stream.
         queue_capacity: size of the input stream's buffer.
         workers: how many workers the node runs.
         elapsed: seconds since the node started (until it finished, once it has).
         finished: whether every worker of the node has exited.
+        latency_p50: median duration of the node's function, in seconds, sampled
+            on one call in eight; ``None`` before the first sample.
+        latency_p90: 90th percentile, likewise.
+        latency_p99: 99th percentile, likewise.
+        latency_buckets: the sampled durations as ``(upper bound, count)`` pairs,
+            for exporters that want a histogram.
+        throughput: items out per second since the node started.
     """
 
     name: str
@@ -72,10 +128,38 @@ class NodeStatistics:
     workers: int
     elapsed: float
     finished: bool
+    latency_p50: float | None = None
+    latency_p90: float | None = None
+    latency_p99: float | None = None
+    latency_buckets: tuple[tuple[float, int], ...] = ()
+
+    @property
+    def throughput(self) -> float:
+        """Items out per second since the node started."""
+        return self.items_out / self.elapsed if self.elapsed > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """Return the snapshot as a plain dict, ready for JSON."""
-        return asdict(self)
+        data = asdict(self)
+        data["latency_buckets"] = [list(pair) for pair in self.latency_buckets]
+        data["throughput"] = self.throughput
+        return data
+
+    def describe(self) -> str:
+        """One concise log line: counts, queue fill, busy workers, latency."""
+        line = (
+            f"{self.name}: in={self.items_in} out={self.items_out} errors={self.errors}"
+            f" retries={self.retries} skipped={self.skipped} dead={self.dead_lettered}"
+            f" queue={self.queue_depth}/{self.queue_capacity}"
+            f" busy={self.in_flight}/{self.workers} rate={self.throughput:.1f}/s"
+        )
+        if self.latency_p50 is not None:
+            line += f" p50={_ms(self.latency_p50)} p99={_ms(self.latency_p99)}"
+        return line + (" done" if self.finished else "")
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.3g}ms"
 
 
 @final
@@ -102,9 +186,16 @@ class RunStatistics(Mapping[str, NodeStatistics]):
     def __len__(self) -> int:
         return len(self.nodes)
 
+    @property
+    def throughput(self) -> float:
+        """Items consumed by the sinks per second since the run started."""
+        done = sum(n.items_in for n in self.nodes.values() if n.kind == "sink")
+        return done / self.elapsed if self.elapsed > 0 else 0.0
+
     def as_dict(self) -> dict[str, Any]:
         """Return the snapshot as plain dicts, ready for JSON."""
         return {
+            "throughput": self.throughput,
             "graph": self.graph,
             "elapsed": self.elapsed,
             "nodes": {name: stats.as_dict() for name, stats in self.nodes.items()},
