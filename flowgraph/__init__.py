@@ -30,6 +30,10 @@ from ._core import RunStatistics as RunStatistics
 from ._core import StoreError as StoreError
 from ._core import open_run as open_run
 from ._core import run as run
+from ._rate import Limit as Limit
+from ._rate import Rate as Rate
+from ._rate import RateLimiter as RateLimiter
+from ._retry import Retry as Retry
 
 __version__ = "0.1.0"
 
@@ -43,6 +47,7 @@ __all__ = [
     "GraphError",
     "ItemDeadLettered",
     "ItemFailed",
+    "Limit",
     "Node",
     "NodeError",
     "NodeFinished",
@@ -50,6 +55,9 @@ __all__ = [
     "NodeStarted",
     "NodeStatistics",
     "Policy",
+    "Rate",
+    "RateLimiter",
+    "Retry",
     "Run",
     "RunFinished",
     "RunResult",

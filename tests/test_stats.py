@@ -117,5 +117,5 @@ async def test_log_interval_must_be_positive() -> None:
 
     g = fg.Graph("g")
     g.chain(g.source([1], name="src"), g.sink(sink))
-    with pytest.raises(fg.GraphError, match=r"^log_interval must be a positive number"):
+    with pytest.raises(fg.GraphError, match=r"^log_interval must be > 0 \(got 0\)$"):
         await g.run(log_interval=0)

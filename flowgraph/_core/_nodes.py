@@ -11,18 +11,17 @@ from __future__ import annotations
 import enum
 import functools
 import inspect
-import math
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, final
 
 import anyio
 import anyio.to_thread
 
 from ._exceptions import GraphError
-from ._policy import Call, FailureHandler, Policy
+from ._policy import Call, FailureHandler, Policy, Timeout, to_seconds
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Callable, Iterable
+    from datetime import timedelta
 
     from ._graph import Graph
 
@@ -86,13 +85,6 @@ def fn_name(fn: object) -> str:
     raise GraphError(f"cannot name the node for {fn!r}: pass name=")
 
 
-def to_seconds(value: float | timedelta, what: str) -> float:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if not seconds > 0 or math.isinf(seconds):
-        raise GraphError(f"{what} must be a positive number of seconds (got {value!r})")
-    return seconds
-
-
 @final
 class Node(Generic[P, R]):
     """One function in a graph, with the options that say how it runs.
@@ -148,7 +140,11 @@ class Node(Generic[P, R]):
         self.retry = retry
         self.rate = rate
         self.limit = limit
-        self.timeout = None if timeout is None else to_seconds(timeout, f"timeout of {self.name!r}")
+        self.timeout = (
+            None
+            if timeout is None
+            else Timeout(to_seconds(f"timeout of {kind.value} {self.name!r}", timeout))
+        )
         self.on_error = on_error
         self._validate()
 
@@ -186,8 +182,10 @@ class Node(Generic[P, R]):
 
     @property
     def policies(self) -> tuple[Policy, ...]:
-        """The node's policies, outermost first, as the engine applies them."""
-        return tuple(p for p in (self.retry, self.limit, self.rate) if p is not None)
+        """The node's policies, outermost first: the timeout bounds every attempt
+        together, each retry attempt waits for a concurrency slot, then rate budget."""
+        chain = (self.timeout, self.retry, self.limit, self.rate)
+        return tuple(p for p in chain if p is not None)
 
 
 def adapt_call(node: Node[..., Any], limiter: anyio.CapacityLimiter) -> tuple[Call, bool]:
@@ -231,20 +229,10 @@ def adapt_call(node: Node[..., Any], limiter: anyio.CapacityLimiter) -> tuple[Ca
 
 
 def apply_policies(call: Call, node: Node[..., Any], context: Any) -> Call:
-    """Wrap *call* in the node's policies, innermost last, then its overall timeout."""
+    """Wrap *call* in the node's policies, the first listed outermost."""
     for policy in reversed(node.policies):
         call = policy.wrap(call, context)
-    if node.timeout is not None:
-        call = _with_timeout(call, node.timeout)
     return call
-
-
-def _with_timeout(call: Call, seconds: float) -> Call:
-    async def timed(item: Any) -> Any:
-        with anyio.fail_after(seconds):
-            return await call(item)
-
-    return timed
 
 
 def source_iterable(node: Node[..., Any]) -> Callable[[], Any]:

@@ -8,10 +8,16 @@ awaits the finished call; policies cost nothing on nodes that do not use them.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from datetime import timedelta
+from typing import Any, Protocol, final, runtime_checkable
+
+import anyio
+
+from ._exceptions import GraphError
 
 Call = Callable[[Any], Awaitable[Any]]
 """One invocation of a node on one item: ``await call(item)`` returns its output(s)."""
@@ -67,3 +73,62 @@ class FailureHandler(Protocol):
     """
 
     async def handle(self, failure: Failure) -> None: ...
+
+
+def to_seconds(
+    name: str, value: float | timedelta, *, minimum: float = 0.0, inclusive: bool = False
+) -> float:
+    """Return *value* in seconds, or raise a declaration error naming *name*.
+
+    Durations are finite and ``> minimum`` (``>= minimum`` when *inclusive*).
+    """
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise TypeError(f"{name} must be a number of seconds or a timedelta (got {value!r})")
+    too_small = seconds < minimum if inclusive else seconds <= minimum
+    if too_small or math.isnan(seconds):
+        raise GraphError(f"{name} must be {'>=' if inclusive else '>'} {minimum:g} (got {value!r})")
+    if math.isinf(seconds):
+        raise GraphError(f"{name} must be finite (got {value!r})")
+    return float(seconds)
+
+
+@final
+@dataclass(frozen=True, init=False, repr=False, slots=True)
+class Timeout:
+    """Fail an item that takes longer than *seconds*, cancelling its call.
+
+    Everything inside it in the node's policy list is bounded: first in the list
+    (outermost), it bounds the whole item including every retry and backoff;
+    after a :class:`Retry`, it bounds each attempt. An overrun cancels the call
+    and raises ``TimeoutError`` naming the node, which an enclosing ``Retry``
+    retries like any other ``Exception``. Cancellation from outside propagates.
+
+    Args:
+        seconds: the time allowed.
+
+    Raises:
+        GraphError: if *seconds* is not > 0.
+
+    Added in 0.1.
+    """
+
+    seconds: float
+
+    def __init__(self, seconds: float | timedelta) -> None:
+        object.__setattr__(self, "seconds", to_seconds("seconds", seconds))
+
+    def __repr__(self) -> str:
+        return f"Timeout({self.seconds!r})"
+
+    def wrap(self, call: Call, node: NodeContext) -> Call:
+        """Return *call* bounded by this timeout."""
+        seconds = self.seconds
+        message = f"node {node.name!r} timed out after {seconds:g} s"
+
+        async def timed(item: Any) -> Any:
+            with anyio.move_on_after(seconds):
+                return await call(item)
+            raise TimeoutError(message)
+
+        return timed

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
@@ -33,6 +32,7 @@ from ._events import (
     is_async,
 )
 from ._exceptions import GraphError
+from ._policy import to_seconds
 from ._stats import RunStatistics, elapsed_between
 from ._workers import NodeRun, run_worker
 
@@ -254,10 +254,8 @@ async def open_run(
         NodeError: if a node failed under the ``"raise"`` policy.
     """
     graph.validate()
-    if log_interval is not None and not (log_interval > 0 and math.isfinite(log_interval)):
-        raise GraphError(
-            f"log_interval must be a positive number of seconds (got {log_interval!r})"
-        )
+    if log_interval is not None:
+        log_interval = to_seconds("log_interval", log_interval)
     run = Run(graph, dead_letters=dead_letters, hooks=hooks)
     error: BaseException | None = None
     try:

@@ -1,0 +1,174 @@
+"""Virtual time on asyncio and trio, handed to anyio through backend options.
+
+A test that sleeps for minutes finishes in milliseconds: whenever every task is
+waiting on a timer, the clock jumps straight to the next deadline instead of
+waiting for it. The clock only ever moves forward, and only by jumps, so
+``anyio.current_time()`` is exact and runs are reproducible.
+
+The two halves share one interface, :class:`VirtualClock`:
+
+* trio: ``trio.testing.MockClock(autojump_threshold=...)`` given as ``clock=``.
+* asyncio: a ``SelectorEventLoop`` given as ``loop_factory=``, whose ``time()`` is
+  virtual and whose selector polls real I/O without blocking; when nothing is
+  ready it advances virtual time to the next timer instead of sleeping.
+
+Threads: work running in a worker thread (``anyio.to_thread``, sync nodes) is
+invisible to both clocks, so with ``autojump_threshold=0`` the clock jumps past
+timeouts while a thread is still busy. Keep tests with sync nodes on real time,
+or give the clock an ``autojump_threshold`` longer than the thread work takes:
+the clock then jumps only after the loop has been idle that long in real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import selectors
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Final, final
+
+if TYPE_CHECKING:
+    from trio.testing import MockClock
+
+__all__ = ["VirtualClock", "virtual_time_backend"]
+
+_BACKENDS: Final = ("asyncio", "trio")
+
+
+def _seconds(name: str, value: float | timedelta) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise TypeError(f"{name} must be a number of seconds or a timedelta (got {value!r})")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{name} must be >= 0 (got {value!r})")
+    return float(seconds)
+
+
+@final
+class VirtualClock:
+    """Virtual time for one backend, jumping to the next timer whenever all tasks wait.
+
+    Create one per test and hand :attr:`anyio_backend` to anyio (as the
+    ``anyio_backend`` fixture, or as ``anyio.run(..., backend=name,
+    backend_options=options)``). Virtual time starts at 0.0 and carries on
+    across runs that reuse the same clock.
+
+    Args:
+        backend: ``"asyncio"`` or ``"trio"``.
+        autojump_threshold: real seconds the event loop must stay idle before
+            the clock jumps. ``0`` jumps at once; a longer threshold lets work in
+            worker threads finish first (see the module docstring).
+
+    Raises:
+        ValueError: if *backend* is unknown or *autojump_threshold* is negative.
+        ImportError: if *backend* is ``"trio"`` and trio is not installed.
+    """
+
+    __slots__ = ("_autojump_threshold", "_backend", "_mock", "_now")
+
+    def __init__(self, backend: str, *, autojump_threshold: float | timedelta = 0.0) -> None:
+        if backend not in _BACKENDS:
+            raise ValueError(f"backend must be 'asyncio' or 'trio' (got {backend!r})")
+        self._backend = backend
+        self._autojump_threshold = _seconds("autojump_threshold", autojump_threshold)
+        self._now = 0.0
+        self._mock: MockClock | None = None
+        if backend == "trio":
+            try:
+                from trio.testing import MockClock
+            except ImportError as exc:
+                raise ImportError(
+                    "virtual time on trio needs trio: pip install 'flowgraph[trio]'"
+                ) from exc
+            self._mock = MockClock(autojump_threshold=self._autojump_threshold)
+
+    def __repr__(self) -> str:
+        return f"VirtualClock({self._backend!r}, autojump_threshold={self._autojump_threshold!r})"
+
+    @property
+    def backend(self) -> str:
+        """The backend name this clock drives."""
+        return self._backend
+
+    @property
+    def autojump_threshold(self) -> float:
+        """Real seconds of idleness before the clock jumps."""
+        return self._autojump_threshold
+
+    @property
+    def anyio_backend(self) -> tuple[str, dict[str, Any]]:
+        """``(name, options)`` for anyio: the value of an ``anyio_backend`` fixture."""
+        if self._mock is not None:
+            return ("trio", {"clock": self._mock})
+        return ("asyncio", {"loop_factory": self._new_event_loop})
+
+    def current_time(self) -> float:
+        """Return the virtual time, as ``anyio.current_time()`` reads it inside a run."""
+        if self._mock is not None:
+            return self._mock.current_time()
+        return self._now
+
+    def jump(self, seconds: float | timedelta) -> None:
+        """Move virtual time forward by *seconds*; timers now due fire at the next checkpoint.
+
+        Raises:
+            ValueError: if *seconds* is negative.
+        """
+        step = _seconds("seconds", seconds)
+        if self._mock is not None:
+            self._mock.jump(step)
+        else:
+            self._now += step
+
+    def _new_event_loop(self) -> asyncio.AbstractEventLoop:
+        return _VirtualTimeEventLoop(self)
+
+
+def virtual_time_backend(
+    name: str, *, autojump_threshold: float | timedelta = 0.0
+) -> tuple[str, dict[str, Any]]:
+    """Return ``(name, options)`` that run anyio on *name* with a fresh virtual clock.
+
+    Use it as the value of an ``anyio_backend`` fixture::
+
+        @pytest.fixture(params=["asyncio", "trio"])
+        def anyio_backend(request):
+            return virtual_time_backend(request.param)
+
+    Raises:
+        ValueError: if *name* is neither ``"asyncio"`` nor ``"trio"``.
+        ImportError: if *name* is ``"trio"`` and trio is not installed.
+    """
+    return VirtualClock(name, autojump_threshold=autojump_threshold).anyio_backend
+
+
+class _AutojumpSelector(selectors.DefaultSelector):
+    """A selector that advances the clock instead of blocking until the next timer.
+
+    The asyncio loop calls ``select(timeout)`` only when no callback is ready;
+    ``timeout`` is then the delay until the earliest timer (``None`` when there
+    is none, in which case only real I/O or another thread can wake the loop).
+    """
+
+    def __init__(self, clock: VirtualClock) -> None:
+        super().__init__()
+        self._clock = clock
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        if timeout is None or timeout <= 0:
+            return super().select(timeout)
+        ready = super().select(self._clock.autojump_threshold)
+        if not ready:
+            self._clock.jump(timeout)
+        return ready
+
+
+class _VirtualTimeEventLoop(asyncio.SelectorEventLoop):
+    """A selector event loop whose ``time()`` is the clock's virtual time."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        self._virtual_clock = clock
+        super().__init__(_AutojumpSelector(clock))
+
+    def time(self) -> float:
+        return self._virtual_clock.current_time()
