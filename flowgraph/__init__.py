@@ -30,15 +30,22 @@ from ._core import RunStatistics as RunStatistics
 from ._core import StoreError as StoreError
 from ._core import open_run as open_run
 from ._core import run as run
+from ._dead_letter import DeadLetters as DeadLetters
+from ._dead_letter import ReplayResult as ReplayResult
 from ._rate import Limit as Limit
 from ._rate import Rate as Rate
 from ._rate import RateLimiter as RateLimiter
 from ._retry import Retry as Retry
+from ._store import DeadLetter as DeadLetter
+from ._store import StateStore as StateStore
+from ._store import open_store as open_store
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointCommitted",
+    "DeadLetter",
+    "DeadLetters",
     "Event",
     "Failure",
     "FailureHandler",
@@ -57,14 +64,17 @@ __all__ = [
     "Policy",
     "Rate",
     "RateLimiter",
+    "ReplayResult",
     "Retry",
     "Run",
     "RunFinished",
     "RunResult",
     "RunStarted",
     "RunStatistics",
+    "StateStore",
     "StoreError",
     "open_run",
+    "open_store",
     "run",
 ]
 

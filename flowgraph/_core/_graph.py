@@ -29,6 +29,14 @@ R = TypeVar("R")
 NodeRef = Node[..., Any] | str
 
 
+def _unique(base: str, taken: Mapping[str, object]) -> str:
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base}{n}"
+    return name
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     """Send each item of ``upstream`` to the one downstream that ``by(item)`` names."""
@@ -337,6 +345,40 @@ class Graph:
         """The routing rule of *node*, or ``None`` if it fans out to every downstream."""
         return self._routes.get(self._resolve(node).name)
 
+    def feed(
+        self, node: NodeRef, items: Iterable[Any] | AsyncIterable[Any], **changes: Any
+    ) -> Graph:
+        """Return a new graph that feeds *items* into *node* and everything downstream of it.
+
+        The new graph holds copies of *node* and its descendants, with the same
+        options, edges, routes and hooks; *changes* override options of *node*'s
+        copy (``on_error="raise"`` when replaying dead letters, say). Used to
+        replay items into the middle of a pipeline.
+
+        Raises:
+            GraphError: if *node* is a source, which takes no input.
+        """
+        start = self._resolve(node)
+        if start.kind is NodeKind.SOURCE:
+            raise GraphError(f"cannot feed items into source {start.name!r}: it takes no input")
+        reached = [start.name]
+        for name in reached:
+            reached.extend(d for d in self._downstream[name] if d not in reached)
+        fed = Graph(self.name)
+        fed._hooks = {kind: list(fns) for kind, fns in self._hooks.items()}
+        feeder = fed.source(items, name=_unique("feed", self._nodes))
+        for name in reached:
+            fed._add(self._nodes[name].copy_to(fed, **(changes if name == start.name else {})))
+        fed.connect(feeder, start.name)
+        for name in reached:
+            if name in self._routes:
+                route = self._routes[name]
+                fed.route(name, by=route.by, to=route.targets, default=route.default)
+            else:
+                for down in self._downstream[name]:
+                    fed.connect(name, down)
+        return fed
+
     def validate(self) -> None:
         """Check that every node is wired so that the graph can run and finish.
 
@@ -358,6 +400,20 @@ class Graph:
                     f"transform {name!r} has no downstream, so its output would go nowhere: "
                     "connect it, or declare it with graph.sink"
                 )
+
+    # -- drawing -----------------------------------------------------------------------
+
+    def to_mermaid(self) -> str:
+        """Draw the graph as a Mermaid flowchart; labels show workers, buffer and policies."""
+        from ._draw import to_mermaid
+
+        return to_mermaid(self)
+
+    def to_dot(self) -> str:
+        """Draw the graph in Graphviz DOT; labels show workers, buffer and policies."""
+        from ._draw import to_dot
+
+        return to_dot(self)
 
     # -- hooks -----------------------------------------------------------------------
 

@@ -177,6 +177,25 @@ class Node(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
 
+    def copy_to(self, graph: Graph, **changes: Any) -> Node[P, R]:
+        """Declare the same node in *graph*, with some options changed."""
+        options: dict[str, Any] = {
+            "kind": self.kind,
+            "name": self.name,
+            "workers": self.workers,
+            "buffer": self.buffer,
+            "ordered": self.ordered,
+            "inline": self.inline,
+            "retry": self.retry,
+            "rate": self.rate,
+            "limit": self.limit,
+            "timeout": None if self.timeout is None else self.timeout.seconds,
+            "on_error": self.on_error,
+        }
+        if self.kind is NodeKind.SOURCE:
+            options = {"kind": self.kind, "name": self.name}
+        return Node(self.fn, graph=graph, **{**options, **changes})
+
     def __repr__(self) -> str:
         return f"<{self.kind.value} {self.name!r} of graph {self.graph.name!r}>"
 

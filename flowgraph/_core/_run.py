@@ -13,7 +13,7 @@ import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, final
 
@@ -244,7 +244,9 @@ async def open_run(
 
     Args:
         graph: the graph to run; it is validated first.
-        dead_letters: where ``on_error="dead_letter"`` nodes send failed items.
+        dead_letters: where ``on_error="dead_letter"`` nodes send failed items,
+            such as ``fg.DeadLetters("sqlite:///state.db")``. If it is an async
+            context manager, the run opens it for its duration.
         hooks: ``(event type, hook)`` pairs, added to the graph's own hooks.
         log_interval: log one line per node every this many seconds (``None``: never).
             A summary line per node is logged at the end of every run.
@@ -256,6 +258,21 @@ async def open_run(
     graph.validate()
     if log_interval is not None:
         log_interval = to_seconds("log_interval", log_interval)
+    async with AsyncExitStack() as resources:
+        handler: Any = dead_letters
+        if isinstance(handler, AbstractAsyncContextManager):
+            await resources.enter_async_context(handler)
+        async with _open_run(graph, dead_letters, hooks, log_interval) as run:
+            yield run
+
+
+@asynccontextmanager
+async def _open_run(
+    graph: Graph,
+    dead_letters: FailureHandler | None,
+    hooks: Iterable[HookSpec],
+    log_interval: float | None,
+) -> AsyncIterator[Run]:
     run = Run(graph, dead_letters=dead_letters, hooks=hooks)
     error: BaseException | None = None
     try:
