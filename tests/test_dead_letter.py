@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import textwrap
 from collections import Counter
@@ -108,7 +107,7 @@ async def test_replay_removes_letters_that_succeed_and_keeps_the_rest(tmp_path: 
     replay = await dlq.replay(g)
     assert (replay.replayed, len(replay.succeeded), len(replay.failed)) == (3, 2, 1)
     assert [x.item for x in await dlq.list()] == [8]
-    assert sorted(delivered) == list(range(10))[:8] + [9]
+    assert sorted(delivered) == [0, 1, 2, 3, 4, 5, 6, 7, 9]
     assert delivered[2] == delivered[5] == 1
 
 
@@ -177,7 +176,7 @@ async def test_dead_letters_survive_a_process_restart(tmp_path: Path) -> None:
         """
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=60)
+    await anyio.run_process([sys.executable, "-c", script], env=env)
 
     g = fg.Graph("restart")
     got: list[int] = []
