@@ -67,9 +67,7 @@ async def main() -> None:
             f"{stats.dead_lettered} dead-lettered"
         )
         for letter in await dead_letters.list():
-            print(
-                f"  dead letter {letter.id}: item {letter.item} {letter.error_type}: {letter.message}"
-            )
+            print(f"  #{letter.id}: item {letter.item} {letter.error_type}: {letter.message}")
         assert len(stored) + stats.dead_lettered == 100
 
 
