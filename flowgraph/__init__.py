@@ -6,6 +6,7 @@ Declare a :class:`Graph` of sources, transforms and sinks, then
 
 from __future__ import annotations
 
+from ._checkpoint import Checkpoints as Checkpoints
 from ._core import CheckpointCommitted as CheckpointCommitted
 from ._core import Event as Event
 from ._core import Failure as Failure
@@ -22,6 +23,7 @@ from ._core import NodeKind as NodeKind
 from ._core import NodeStarted as NodeStarted
 from ._core import NodeStatistics as NodeStatistics
 from ._core import Policy as Policy
+from ._core import Positioned as Positioned
 from ._core import Run as Run
 from ._core import RunFinished as RunFinished
 from ._core import RunResult as RunResult
@@ -44,6 +46,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointCommitted",
+    "Checkpoints",
     "DeadLetter",
     "DeadLetters",
     "Event",
@@ -62,6 +65,7 @@ __all__ = [
     "NodeStarted",
     "NodeStatistics",
     "Policy",
+    "Positioned",
     "Rate",
     "RateLimiter",
     "ReplayResult",

@@ -1,5 +1,6 @@
 """The engine: graphs, nodes, edges and runs. Imports anyio and the standard library only."""
 
+from ._acks import CheckpointStore, Positioned
 from ._events import (
     CheckpointCommitted,
     Event,
@@ -29,6 +30,7 @@ __all__ = [
     "AttemptsExhausted",
     "Call",
     "CheckpointCommitted",
+    "CheckpointStore",
     "Event",
     "Failure",
     "FailureHandler",
@@ -47,6 +49,7 @@ __all__ = [
     "NodeStatistics",
     "OnError",
     "Policy",
+    "Positioned",
     "Route",
     "Run",
     "RunFinished",

@@ -31,19 +31,39 @@ def make_emitter(
     outputs: Mapping[str, MemoryObjectSendStream[Any]],
     route: Route | None,
     fail: Fail,
+    *,
+    tracked: bool = False,
 ) -> Emit:
     """Return ``await emit(item)`` that sends *item* downstream.
 
     With no route the item goes to every output (fan-out). With a route it goes
     to the output that ``route.by(item)`` names; an item the route cannot place
     is handed to *fail*, like an item whose function failed.
+
+    When *tracked*, items are ``(ticket, item)`` envelopes and every delivery
+    adds one to the ticket's pending count (see ``_acks``).
     """
     if route is not None:
-        return _routing_emitter(node, outputs, route, fail)
+        return _routing_emitter(node, outputs, route, fail, tracked)
     streams = list(outputs.values())
+    if tracked:
+        return _tracked_emitter(streams)
     if len(streams) == 1:
         return _single_emitter(streams[0])
     return _fan_out_emitter(streams)
+
+
+def _tracked_emitter(streams: Sequence[MemoryObjectSendStream[Any]]) -> Emit:
+    async def emit(envelope: tuple[Any, Any]) -> None:
+        ticket = envelope[0]
+        for stream in streams:
+            ticket.pending += 1
+            try:
+                stream.send_nowait(envelope)
+            except WouldBlock:
+                await stream.send(envelope)
+
+    return emit
 
 
 def _single_emitter(stream: MemoryObjectSendStream[Any]) -> Emit:
@@ -70,7 +90,11 @@ def _fan_out_emitter(streams: Sequence[MemoryObjectSendStream[Any]]) -> Emit:
 
 
 def _routing_emitter(
-    node: str, outputs: Mapping[str, MemoryObjectSendStream[Any]], route: Route, fail: Fail
+    node: str,
+    outputs: Mapping[str, MemoryObjectSendStream[Any]],
+    route: Route,
+    fail: Fail,
+    tracked: bool,
 ) -> Emit:
     by = route.by
     table: dict[Hashable, MemoryObjectSendStream[Any]] = {
@@ -79,8 +103,9 @@ def _routing_emitter(
     fallback = None if route.default is None else outputs[route.default]
 
     async def emit(item: Any) -> None:
+        value = item[1] if tracked else item
         try:
-            key = by(item)
+            key = by(value)
             stream = table.get(key, fallback)
             if stream is None:
                 raise LookupError(
@@ -88,8 +113,10 @@ def _routing_emitter(
                     f"(known keys: {', '.join(map(repr, table))})"
                 )
         except Exception as exc:
-            await fail(item, exc)
+            await fail(value, exc)
             return
+        if tracked:
+            item[0].pending += 1
         try:
             stream.send_nowait(item)
         except WouldBlock:

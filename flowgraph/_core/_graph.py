@@ -16,7 +16,16 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from ._events import E, Event, Hook, HookTable, add_hook
 from ._exceptions import GraphError
-from ._nodes import DEFAULT_BUFFER, FnKind, Node, NodeKind, OnError, constant_source, fn_kind
+from ._nodes import (
+    DEFAULT_BUFFER,
+    DEFAULT_MAX_IN_FLIGHT,
+    FnKind,
+    Node,
+    NodeKind,
+    OnError,
+    constant_source,
+    fn_kind,
+)
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -69,14 +78,36 @@ class Graph:
     # -- declaring nodes -------------------------------------------------------------
 
     @overload
-    def source(self, fn: Callable[P, R], /, *, name: str | None = None) -> Node[P, R]: ...
+    def source(
+        self,
+        fn: Callable[P, R],
+        /,
+        *,
+        name: str | None = None,
+        checkpoint: bool = False,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    ) -> Node[P, R]: ...
     @overload
     def source(self, fn: Iterable[Any] | AsyncIterable[Any], /, *, name: str) -> Node[[], Any]: ...
     @overload
     def source(
-        self, fn: None = None, /, *, name: str | None = None
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        checkpoint: bool = False,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> Callable[[Callable[P, R]], Node[P, R]]: ...
-    def source(self, fn: Any = None, /, *, name: str | None = None) -> Any:
+    def source(
+        self,
+        fn: Any = None,
+        /,
+        *,
+        name: str | None = None,
+        checkpoint: bool = False,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+    ) -> Any:
         """Declare a source: a node that produces items and has no upstream.
 
         *fn* is an async or sync generator function, a function (async or sync)
@@ -84,9 +115,17 @@ class Graph:
         (then *name* is required). Sync iterators are read in a worker thread;
         lists, ranges and other re-iterable collections are read on the event loop.
         Works as ``@graph.source``, ``@graph.source(name=...)`` or a plain call.
+
+        A ``checkpoint=True`` source is called with the position to resume after
+        (``None`` the first time) and yields ``fg.Positioned(item, position)``;
+        a run with a checkpoint store records, per source, the position up to
+        which every item has been fully processed. At most *max_in_flight* of its
+        items are unacknowledged at once: the bound on duplicates after a crash.
         """
         if fn is None:
-            return lambda f: self.source(f, name=name)
+            return lambda f: self.source(
+                f, name=name, checkpoint=checkpoint, max_in_flight=max_in_flight
+            )
         if not callable(fn):
             if not isinstance(fn, Iterable | AsyncIterable):
                 raise GraphError(
@@ -95,7 +134,15 @@ class Graph:
             if name is None:
                 raise GraphError("a source given as an iterable needs name=")
             fn = constant_source(fn)
-        return self._add(Node(fn, graph=self, kind=NodeKind.SOURCE, name=name))
+        node = Node(
+            fn,
+            graph=self,
+            kind=NodeKind.SOURCE,
+            name=name,
+            checkpoint=checkpoint,
+            max_in_flight=max_in_flight,
+        )
+        return self._add(node)
 
     @overload
     def transform(

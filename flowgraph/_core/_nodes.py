@@ -32,6 +32,7 @@ OnError = Literal["raise", "skip", "dead_letter"] | FailureHandler
 """What a node does with an item whose function still fails after its policies gave up."""
 
 DEFAULT_BUFFER = 16
+DEFAULT_MAX_IN_FLIGHT = 1000
 
 
 class NodeKind(enum.Enum):
@@ -96,12 +97,14 @@ class Node(Generic[P, R]):
 
     __slots__ = (
         "buffer",
+        "checkpoint",
         "fn",
         "fn_kind",
         "graph",
         "inline",
         "kind",
         "limit",
+        "max_in_flight",
         "name",
         "on_error",
         "ordered",
@@ -127,6 +130,8 @@ class Node(Generic[P, R]):
         limit: Policy | None = None,
         timeout: float | timedelta | None = None,
         on_error: OnError = "raise",
+        checkpoint: bool = False,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
     ) -> None:
         self.fn = fn
         self.graph = graph
@@ -146,6 +151,8 @@ class Node(Generic[P, R]):
             else Timeout(to_seconds(f"timeout of {kind.value} {self.name!r}", timeout))
         )
         self.on_error = on_error
+        self.checkpoint = checkpoint
+        self.max_in_flight = max_in_flight
         self._validate()
 
     def _validate(self) -> None:
@@ -154,6 +161,19 @@ class Node(Generic[P, R]):
             raise GraphError(f"workers of {label} must be an int >= 1 (got {self.workers!r})")
         if isinstance(self.buffer, bool) or not isinstance(self.buffer, int) or self.buffer < 0:
             raise GraphError(f"buffer of {label} must be an int >= 0 (got {self.buffer!r})")
+        if (
+            isinstance(self.max_in_flight, bool)
+            or not isinstance(self.max_in_flight, int)
+            or self.max_in_flight < 1
+        ):
+            raise GraphError(
+                f"max_in_flight of {label} must be an int >= 1 (got {self.max_in_flight!r})"
+            )
+        if self.checkpoint and not _accepts_one_argument(self.fn):
+            raise GraphError(
+                f"checkpointed {label} must accept one argument, the position to resume "
+                "after (None on the first run)"
+            )
         if self.inline and self.fn_kind.is_async:
             raise GraphError(
                 f"inline=True runs a sync function on the event loop, but {label} is an "
@@ -193,7 +213,12 @@ class Node(Generic[P, R]):
             "on_error": self.on_error,
         }
         if self.kind is NodeKind.SOURCE:
-            options = {"kind": self.kind, "name": self.name}
+            options = {
+                "kind": self.kind,
+                "name": self.name,
+                "checkpoint": self.checkpoint,
+                "max_in_flight": self.max_in_flight,
+            }
         return Node(self.fn, graph=graph, **{**options, **changes})
 
     def __repr__(self) -> str:
@@ -254,8 +279,8 @@ def apply_policies(call: Call, node: Node[..., Any], context: Any) -> Call:
     return call
 
 
-def source_iterable(node: Node[..., Any]) -> Callable[[], Any]:
-    """Return a zero-argument async function that opens the source's iterable.
+async def open_source(node: Node[..., Any], *args: Any) -> Any:
+    """Call the source's function with *args* and return its iterable.
 
     The result is an ``AsyncIterable`` or an ``Iterable``; sync functions that are
     not generator functions are called in a worker thread, since building their
@@ -264,18 +289,20 @@ def source_iterable(node: Node[..., Any]) -> Callable[[], Any]:
     fn: Any = node.fn
     kind = node.fn_kind
     if kind in (FnKind.ASYNC_GEN, FnKind.SYNC_GEN):
-
-        async def open_generator() -> Any:
-            return fn()
-
-        return open_generator
+        return fn(*args)
     if kind is FnKind.ASYNC:
-        return fn  # type: ignore[no-any-return]
+        return await fn(*args)
+    return await anyio.to_thread.run_sync(fn, *args)
 
-    async def open_in_thread() -> Any:
-        return await anyio.to_thread.run_sync(fn)
 
-    return open_in_thread
+def _accepts_one_argument(fn: Callable[..., Any]) -> bool:
+    try:
+        inspect.signature(fn).bind(None)
+    except TypeError:
+        return False
+    except ValueError:  # pragma: no cover - builtins without a signature
+        return True
+    return True
 
 
 def constant_source(iterable: Iterable[Any] | AsyncIterable[Any]) -> Callable[[], Any]:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, final
 
 import anyio
 
+from ._acks import CheckpointStore, Tracking
 from ._edges import make_emitter
 from ._events import (
     Event,
@@ -79,6 +80,8 @@ class Run:
         *,
         dead_letters: FailureHandler | None = None,
         hooks: Iterable[HookSpec] = (),
+        checkpoints: CheckpointStore | None = None,
+        resume: Mapping[str, Any] | None = None,
     ) -> None:
         self.graph = graph
         self.run_id = uuid.uuid4().hex
@@ -99,6 +102,11 @@ class Run:
         self._all_finished = anyio.Event()
         self._nodes_left = len(graph.nodes)
         self.stopping = False
+        self.tracking = (
+            Tracking(self, checkpoints, resume or {})
+            if checkpoints is not None and any(n.checkpoint for n in graph.nodes.values())
+            else None
+        )
         self._nodes: dict[str, NodeRun] = {}
         try:
             for name, node in graph.nodes.items():
@@ -172,10 +180,17 @@ class Run:
             else:
                 call_sync_isolated(hook, event)
 
+    @property
+    def all_finished(self) -> bool:
+        """Whether every node has finished."""
+        return self._all_finished.is_set()
+
     def node_finished(self) -> None:
         self._nodes_left -= 1
         if self._nodes_left == 0:
             self._all_finished.set()
+            if self.tracking is not None:
+                self.tracking.due.set()
 
     def _start(self, task_group: TaskGroup) -> None:
         """Wire every node's workers to their streams and start them."""
@@ -189,11 +204,17 @@ class Run:
             route = graph.route_of(name)
             for _ in range(nr.workers_left):
                 outputs = {d: self._inbox_sender(d).clone() for d in downstream}
-                emit = make_emitter(name, outputs, route, nr.fail) if outputs else None
+                emit = (
+                    make_emitter(name, outputs, route, nr.fail, tracked=self.tracking is not None)
+                    if outputs
+                    else None
+                )
                 task_group.start_soon(run_worker, nr, emit, list(outputs.values()), name=name)
         for nr in self._nodes.values():
             if nr.inbox_send is not None:
                 nr.inbox_send.close()
+        if self.tracking is not None:
+            task_group.start_soon(self.tracking.commit_periodically)
 
     async def _report(self, interval: float) -> None:
         """Log one line per node every *interval* seconds until every node has finished."""
@@ -233,6 +254,7 @@ async def open_run(
     dead_letters: FailureHandler | None = None,
     hooks: Iterable[HookSpec] = (),
     log_interval: float | None = None,
+    checkpoints: CheckpointStore | None = None,
 ) -> AsyncIterator[Run]:
     """Start running *graph* in the current event loop; the block waits for it to finish.
 
@@ -250,6 +272,9 @@ async def open_run(
         hooks: ``(event type, hook)`` pairs, added to the graph's own hooks.
         log_interval: log one line per node every this many seconds (``None``: never).
             A summary line per node is logged at the end of every run.
+        checkpoints: where checkpointed sources load their resume positions and
+            the run commits them, such as ``fg.Checkpoints("sqlite:///state.db")``.
+            Opened for the run's duration if it is an async context manager.
 
     Raises:
         GraphError: if the graph is not valid; nothing has started then.
@@ -259,21 +284,26 @@ async def open_run(
     if log_interval is not None:
         log_interval = to_seconds("log_interval", log_interval)
     async with AsyncExitStack() as resources:
-        handler: Any = dead_letters
-        if isinstance(handler, AbstractAsyncContextManager):
-            await resources.enter_async_context(handler)
-        async with _open_run(graph, dead_letters, hooks, log_interval) as run:
-            yield run
+        for resource in (dead_letters, checkpoints):
+            handle: Any = resource
+            if isinstance(handle, AbstractAsyncContextManager):
+                await resources.enter_async_context(handle)
+        if checkpoints is not None and not isinstance(checkpoints, CheckpointStore):
+            raise GraphError(
+                f"checkpoints= must be a checkpoint store such as fg.Checkpoints(...) "
+                f"(got {checkpoints!r})"
+            )
+        resume = await checkpoints.load(graph.name) if checkpoints is not None else None
+        run = Run(
+            graph, dead_letters=dead_letters, hooks=hooks, checkpoints=checkpoints, resume=resume
+        )
+        async with _open_run(run, log_interval) as running:
+            yield running
 
 
 @asynccontextmanager
-async def _open_run(
-    graph: Graph,
-    dead_letters: FailureHandler | None,
-    hooks: Iterable[HookSpec],
-    log_interval: float | None,
-) -> AsyncIterator[Run]:
-    run = Run(graph, dead_letters=dead_letters, hooks=hooks)
+async def _open_run(run: Run, log_interval: float | None) -> AsyncIterator[Run]:
+    graph = run.graph
     error: BaseException | None = None
     try:
         with run._scope:
@@ -292,6 +322,8 @@ async def _open_run(
         error = exc
         raise
     finally:
+        if run.tracking is not None:
+            await run.tracking.commit_finally()
         run._close()
         for stats in run.statistics().nodes.values():
             logger.info("%s: %s", graph.name, stats.describe())

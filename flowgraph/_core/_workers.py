@@ -19,9 +19,10 @@ import anyio.lowlevel
 import anyio.to_thread
 from anyio import EndOfStream, WouldBlock
 
+from ._acks import UNTRACKED, Positioned
 from ._events import ItemDeadLettered, ItemFailed, NodeFinished
-from ._exceptions import AttemptsExhausted, NodeError, describe_error
-from ._nodes import Node, NodeKind, adapt_call, apply_policies, source_iterable
+from ._exceptions import AttemptsExhausted, NodeError, describe_error, describe_item
+from ._nodes import Node, NodeKind, adapt_call, apply_policies, open_source
 from ._policy import Failure, FailureHandler
 from ._stats import LATENCY_SAMPLE_EVERY, Counters, NodeStatistics, elapsed_between
 
@@ -51,6 +52,7 @@ class NodeRun:
         self.inbox_send: MemoryObjectSendStream[Any] | None = None
         self.inbox: MemoryObjectReceiveStream[Any] | None = None
         self.stop_scope = anyio.CancelScope()
+        self.tracking = run.tracking
         self.turns: Turns | None = None
         if node.kind is not NodeKind.SOURCE:
             self.inbox_send, self.inbox = anyio.create_memory_object_stream[Any](node.buffer)
@@ -124,10 +126,10 @@ async def run_worker(
             assert emit is not None
             with nr.stop_scope:
                 await _produce(nr, emit)
-        elif nr.turns is not None:
-            await _consume_in_order(nr, nr.turns, emit)
-        else:
+        elif nr.turns is None and nr.tracking is None:
             await _consume(nr, emit)
+        else:
+            await _consume_general(nr, emit)
     finally:
         for stream in outputs:
             stream.close()
@@ -214,50 +216,96 @@ class Turns:
             event.set()
 
 
-async def _consume_in_order(nr: NodeRun, turns: Turns, emit: Emit | None) -> None:
+async def _consume_general(nr: NodeRun, emit: Emit | None) -> None:
+    """The worker loop for ordered nodes and for runs that track acknowledgements.
+
+    A tracked item is a ``(ticket, item)`` envelope: the outputs carry the same
+    ticket, and the input's hold on it is released once the outputs are sent or
+    the item was dropped, skipped or dead-lettered.
+    """
     inbox = nr.inbox
     assert inbox is not None
-    call, many, counters = nr.call, nr.many, nr.counters
+    call, many, counters, turns = nr.call, nr.many, nr.counters, nr.turns
+    tracked = nr.tracking is not None
+    ticket: Any = None
     while True:
-        async with turns.lock:
-            try:
-                item = await inbox.receive()
-            except EndOfStream:
-                return
-            ticket = turns.take()
+        try:
+            if turns is None:
+                envelope = await inbox.receive()
+            else:
+                async with turns.lock:
+                    envelope = await inbox.receive()
+                    turn = turns.take()
+        except EndOfStream:
+            return
+        if tracked:
+            ticket, item = envelope
+        else:
+            item = envelope
         counters.items_in += 1
         counters.in_flight += 1
         started = time.perf_counter()
         try:
             result = await call(item)
         except Exception as exc:
-            await turns.wait(ticket)
+            if turns is not None:
+                await turns.wait(turn)
             try:
                 await nr.fail(item, exc)
             finally:
-                turns.done()
+                if turns is not None:
+                    turns.done()
         else:
             counters.latency.record(time.perf_counter() - started)
-            await turns.wait(ticket)
-            outs = result if many else [result]
+            if turns is not None:
+                await turns.wait(turn)
+            outs = result if many else (result,)
             if emit is not None:
                 for out in outs:
-                    await emit(out)
+                    await emit((ticket, out) if tracked else out)
             counters.items_out += len(outs)
-            turns.done()
+            if turns is not None:
+                turns.done()
+        if tracked:
+            ticket.release()
         counters.in_flight -= 1
 
 
 async def _produce(nr: NodeRun, emit: Emit) -> None:
     """Read the source's iterable and emit every item, yielding now and then."""
-    counters = nr.counters
+    counters, node, tracking = nr.counters, nr.node, nr.tracking
     try:
-        iterable = await source_iterable(nr.node)()
+        if node.checkpoint:
+            resume = tracking.resume.get(nr.name) if tracking is not None else None
+            iterable = await open_source(node, resume)
+        else:
+            iterable = await open_source(node)
+        tracker = (
+            tracking.tracker(nr.name, node.max_in_flight)
+            if tracking is not None and node.checkpoint
+            else None
+        )
         checkpoint = anyio.lowlevel.checkpoint
         budget = YIELD_EVERY
         async with aclosing(_iterate(iterable, nr.name)) as items:
-            async for item in items:
-                await emit(item)
+            async for value in items:
+                if node.checkpoint:
+                    if not isinstance(value, Positioned):
+                        raise TypeError(
+                            f"checkpointed source {nr.name!r} produced {describe_item(value)}; "
+                            "it must yield fg.Positioned(item, position)"
+                        )
+                    item = value.item
+                else:
+                    item = value
+                if tracker is not None:
+                    ticket = await tracker.issue(value.position)
+                    await emit((ticket, item))
+                    ticket.release()
+                elif tracking is not None:
+                    await emit((UNTRACKED, item))
+                else:
+                    await emit(item)
                 counters.items_out += 1
                 budget -= 1
                 if not budget:

@@ -1,0 +1,170 @@
+"""Acknowledgement tracking: when has every item derived from a source item been finished?
+
+With a checkpoint store, every item on an edge travels as ``(ticket, item)``.
+A ticket belongs to one source item and counts the deliveries still pending:
+each send to a downstream node adds one, and a node that has finished with an
+item (consumed it in a sink, emitted its outputs, filtered it out, skipped or
+dead-lettered it) releases one. When the count reaches zero the source item is
+acknowledged.
+
+Per source, a low watermark advances over acknowledged items in emission order:
+the committed position is that of the highest item such that it and every
+earlier item are acknowledged, so items finishing out of order never let the
+checkpoint skip one that is still in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, final, runtime_checkable
+
+import anyio
+
+from ._events import CheckpointCommitted
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from ._run import Run
+
+logger = logging.getLogger("flowgraph.checkpoints")
+
+FINAL_COMMIT_GRACE = 10.0
+"""Seconds the last commit of a failed, stopped or cancelled run may take, shielded."""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Positioned:
+    """An item from a checkpointed source, with the position to resume after it.
+
+    The position is any JSON value: an offset, a cursor, a timestamp, a dict.
+    On restart the source is called with the last committed position and should
+    produce the items *after* it.
+    """
+
+    item: Any
+    position: Any
+
+
+@runtime_checkable
+class CheckpointStore(Protocol):
+    """Where a run loads and commits source positions (``fg.Checkpoints`` is one).
+
+    Commits are batched: after ``every`` acknowledgements or ``interval``
+    seconds, whichever comes first, and once more when the run ends.
+    """
+
+    every: int
+    interval: float
+
+    async def load(self, graph: str) -> Mapping[str, Any]: ...
+
+    async def commit(self, graph: str, positions: Mapping[str, Any]) -> None: ...
+
+
+class Ticket:
+    """One source item's count of deliveries still pending."""
+
+    __slots__ = ("pending", "position", "seq", "tracker")
+
+    def __init__(self, tracker: SourceTracker | None, seq: int, position: Any) -> None:
+        self.tracker = tracker
+        self.seq = seq
+        self.position = position
+        self.pending = 1  # the source's own hold, released once it has emitted the item
+
+    def release(self) -> None:
+        self.pending -= 1
+        if not self.pending and self.tracker is not None:
+            self.tracker.ack(self)
+
+
+UNTRACKED = Ticket(None, -1, None)
+"""The ticket of items from sources without checkpoints: never acknowledged."""
+
+
+class SourceTracker:
+    """The low watermark of one checkpointed source, and its cap on items in flight."""
+
+    def __init__(self, tracking: Tracking, source: str, max_in_flight: int) -> None:
+        self.tracking = tracking
+        self.source = source
+        self.max_in_flight = max_in_flight
+        self.next_seq = 0
+        self.lowest_unacked = 0
+        self.acked: dict[int, Any] = {}  # seq -> position, only above lowest_unacked
+        self.watermark: Any = None
+        self.advanced = False
+        self.room = anyio.Event()
+
+    async def issue(self, position: Any) -> Ticket:
+        """A ticket for the next item; waits while ``max_in_flight`` items are unacknowledged."""
+        # Invariant: next_seq - lowest_unacked <= max_in_flight, so a crash
+        # replays at most max_in_flight items of this source.
+        while self.next_seq - self.lowest_unacked >= self.max_in_flight:
+            await self.room.wait()
+        ticket = Ticket(self, self.next_seq, position)
+        self.next_seq += 1
+        return ticket
+
+    def ack(self, ticket: Ticket) -> None:
+        self.acked[ticket.seq] = ticket.position
+        while self.lowest_unacked in self.acked:
+            self.watermark = self.acked.pop(self.lowest_unacked)
+            self.lowest_unacked += 1
+            self.advanced = True
+        if not self.room.is_set():
+            self.room.set()
+            self.room = anyio.Event()
+        self.tracking.acknowledged()
+
+
+class Tracking:
+    """Every source tracker of one run, and the batched commits of their watermarks."""
+
+    def __init__(self, run: Run, store: CheckpointStore, resume: Mapping[str, Any]) -> None:
+        self.run = run
+        self.store = store
+        self.resume = dict(resume)
+        self.sources: dict[str, SourceTracker] = {}
+        self.acks_since_commit = 0
+        self.due = anyio.Event()
+
+    def tracker(self, source: str, max_in_flight: int) -> SourceTracker:
+        tracker = self.sources[source] = SourceTracker(self, source, max_in_flight)
+        return tracker
+
+    def acknowledged(self) -> None:
+        self.acks_since_commit += 1
+        if self.acks_since_commit >= self.store.every:
+            self.due.set()
+
+    async def commit_periodically(self) -> None:
+        """Commit every ``every`` acks or ``interval`` seconds until every node has finished."""
+        while True:
+            with anyio.move_on_after(self.store.interval):
+                await self.due.wait()
+            if self.run.all_finished:
+                return
+            await self.commit()
+
+    async def commit(self) -> None:
+        """Commit the watermarks that moved since the last commit."""
+        if self.due.is_set():
+            self.due = anyio.Event()
+        self.acks_since_commit = 0
+        moved = {name: t.watermark for name, t in self.sources.items() if t.advanced}
+        if not moved:
+            return
+        for name in moved:
+            self.sources[name].advanced = False
+        await self.store.commit(self.run.graph.name, moved)
+        logger.info("checkpoint %s: %s", self.run.graph.name, moved)
+        self.run.emit(CheckpointCommitted(self.run, moved))
+
+    async def commit_finally(self) -> None:
+        """The last commit of a run, shielded so that a stop or cancellation still records it."""
+        with anyio.move_on_after(FINAL_COMMIT_GRACE, shield=True):
+            await self.commit()
