@@ -733,3 +733,26 @@ async def test_wait_finished_returns_when_every_node_has_finished() -> None:
         await run.wait_finished()
         assert len(seen) == 100
         assert run.statistics()["sink"].finished
+
+
+async def test_node_functions_that_are_context_managers_are_opened_for_the_run() -> None:
+    """A sink object with __aenter__/__aexit__ holds its resource for exactly one run."""
+    log: list[str] = []
+
+    class Sink:
+        async def __aenter__(self) -> Sink:
+            log.append("open")
+            return self
+
+        async def __aexit__(self, *exc: object) -> None:
+            log.append("close")
+
+        async def __call__(self, x: int) -> None:
+            log.append(f"item {x}")
+
+    g = fg.Graph("g")
+    g.chain(g.source([1, 2], name="src"), g.sink(Sink(), name="sink"))
+    await g.run()
+    assert log[0] == "open"
+    assert log[-1] == "close"
+    assert sorted(log[1:-1]) == ["item 1", "item 2"]

@@ -264,6 +264,10 @@ async def open_run(
     cancelled, the graph is cancelled; if a node fails, the body is cancelled and
     the block raises the node's error.
 
+    Resources open for the run's duration: the dead-letter and checkpoint
+    stores, and every node function that is an async context manager (a sink
+    holding a database connection, say), in that order, closed in reverse.
+
     Args:
         graph: the graph to run; it is validated first.
         dead_letters: where ``on_error="dead_letter"`` nodes send failed items,
@@ -284,7 +288,7 @@ async def open_run(
     if log_interval is not None:
         log_interval = to_seconds("log_interval", log_interval)
     async with AsyncExitStack() as resources:
-        for resource in (dead_letters, checkpoints):
+        for resource in (dead_letters, checkpoints, *(n.fn for n in graph.nodes.values())):
             handle: Any = resource
             if isinstance(handle, AbstractAsyncContextManager):
                 await resources.enter_async_context(handle)
