@@ -97,28 +97,47 @@ class SourceTracker:
         self.acked: dict[int, Any] = {}  # seq -> position, only above lowest_unacked
         self.watermark: Any = None
         self.advanced = False
-        self.room = anyio.Event()
+        self.room: anyio.Event | None = None  # set while the source waits for room
 
-    async def issue(self, position: Any) -> Ticket:
-        """A ticket for the next item; waits while ``max_in_flight`` items are unacknowledged."""
+    def issue_nowait(self, position: Any) -> Ticket | None:
+        """A ticket for the next item, or ``None`` if ``max_in_flight`` items are unacknowledged."""
         # Invariant: next_seq - lowest_unacked <= max_in_flight, so a crash
-        # replays at most max_in_flight items of this source.
-        while self.next_seq - self.lowest_unacked >= self.max_in_flight:
-            await self.room.wait()
+        # replays at most max_in_flight items of this source beyond the commit lag.
+        if self.next_seq - self.lowest_unacked >= self.max_in_flight:
+            return None
         ticket = Ticket(self, self.next_seq, position)
         self.next_seq += 1
         return ticket
 
-    def ack(self, ticket: Ticket) -> None:
-        self.acked[ticket.seq] = ticket.position
-        while self.lowest_unacked in self.acked:
-            self.watermark = self.acked.pop(self.lowest_unacked)
-            self.lowest_unacked += 1
-            self.advanced = True
-        if not self.room.is_set():
-            self.room.set()
+    async def issue(self, position: Any) -> Ticket:
+        """A ticket for the next item, waiting while ``max_in_flight`` items are unacknowledged."""
+        ticket = self.issue_nowait(position)
+        while ticket is None:
             self.room = anyio.Event()
-        self.tracking.acknowledged()
+            await self.room.wait()
+            ticket = self.issue_nowait(position)
+        return ticket
+
+    def ack(self, ticket: Ticket) -> None:
+        seq = ticket.seq
+        if seq == self.lowest_unacked:
+            self.watermark = ticket.position
+            seq += 1
+            acked = self.acked
+            while seq in acked:
+                self.watermark = acked.pop(seq)
+                seq += 1
+            self.lowest_unacked = seq
+            self.advanced = True
+            if self.room is not None:
+                self.room.set()
+                self.room = None
+        else:
+            self.acked[seq] = ticket.position
+        tracking = self.tracking
+        tracking.acks_since_commit += 1
+        if tracking.acks_since_commit == tracking.every:
+            tracking.due.set()
 
 
 class Tracking:
@@ -130,16 +149,12 @@ class Tracking:
         self.resume = dict(resume)
         self.sources: dict[str, SourceTracker] = {}
         self.acks_since_commit = 0
+        self.every = store.every
         self.due = anyio.Event()
 
     def tracker(self, source: str, max_in_flight: int) -> SourceTracker:
         tracker = self.sources[source] = SourceTracker(self, source, max_in_flight)
         return tracker
-
-    def acknowledged(self) -> None:
-        self.acks_since_commit += 1
-        if self.acks_since_commit >= self.store.every:
-            self.due.set()
 
     async def commit_periodically(self) -> None:
         """Commit every ``every`` acks or ``interval`` seconds until every node has finished."""

@@ -126,10 +126,10 @@ async def run_worker(
             assert emit is not None
             with nr.stop_scope:
                 await _produce(nr, emit)
-        elif nr.turns is None and nr.tracking is None:
+        elif nr.turns is None:
             await _consume(nr, emit)
         else:
-            await _consume_general(nr, emit)
+            await _consume_in_order(nr, nr.turns, emit)
     finally:
         for stream in outputs:
             stream.close()
@@ -137,10 +137,16 @@ async def run_worker(
 
 
 async def _consume(nr: NodeRun, emit: Emit | None) -> None:
-    """Take items until the input ends; call the node on each; emit its outputs."""
+    """Take items until the input ends; call the node on each; emit its outputs.
+
+    When the run tracks acknowledgements, items are ``(ticket, item)``
+    envelopes: outputs carry the same ticket, and the input's hold on it is
+    released once its outputs are sent or it was dropped, skipped or dead-lettered.
+    """
     inbox = nr.inbox
     assert inbox is not None
     call, many, counters, fail = nr.call, nr.many, nr.counters, nr.fail
+    tracked = nr.tracking is not None
     record_latency, perf_counter = counters.latency.record, time.perf_counter
     receive_nowait, receive = inbox.receive_nowait, inbox.receive
     checkpoint = anyio.lowlevel.checkpoint
@@ -156,6 +162,8 @@ async def _consume(nr: NodeRun, emit: Emit | None) -> None:
             budget = YIELD_EVERY
         except EndOfStream:
             return
+        if tracked:
+            ticket, item = item
         counters.items_in += 1
         counters.in_flight += 1
         try:
@@ -174,11 +182,13 @@ async def _consume(nr: NodeRun, emit: Emit | None) -> None:
                 counters.items_out += 1
             elif many:
                 for out in result:
-                    await emit(out)
+                    await emit((ticket, out) if tracked else out)
                 counters.items_out += len(result)
             else:
-                await emit(result)
+                await emit((ticket, result) if tracked else result)
                 counters.items_out += 1
+        if tracked:
+            ticket.release()
         counters.in_flight -= 1
         budget -= 1
         if not budget:
@@ -216,56 +226,42 @@ class Turns:
             event.set()
 
 
-async def _consume_general(nr: NodeRun, emit: Emit | None) -> None:
-    """The worker loop for ordered nodes and for runs that track acknowledgements.
-
-    A tracked item is a ``(ticket, item)`` envelope: the outputs carry the same
-    ticket, and the input's hold on it is released once the outputs are sent or
-    the item was dropped, skipped or dead-lettered.
-    """
+async def _consume_in_order(nr: NodeRun, turns: Turns, emit: Emit | None) -> None:
+    """Like ``_consume``, but outputs leave in input order whatever order items finish in."""
     inbox = nr.inbox
     assert inbox is not None
-    call, many, counters, turns = nr.call, nr.many, nr.counters, nr.turns
+    call, many, counters = nr.call, nr.many, nr.counters
     tracked = nr.tracking is not None
     ticket: Any = None
     while True:
-        try:
-            if turns is None:
-                envelope = await inbox.receive()
-            else:
-                async with turns.lock:
-                    envelope = await inbox.receive()
-                    turn = turns.take()
-        except EndOfStream:
-            return
+        async with turns.lock:
+            try:
+                item = await inbox.receive()
+            except EndOfStream:
+                return
+            turn = turns.take()
         if tracked:
-            ticket, item = envelope
-        else:
-            item = envelope
+            ticket, item = item
         counters.items_in += 1
         counters.in_flight += 1
         started = time.perf_counter()
         try:
             result = await call(item)
         except Exception as exc:
-            if turns is not None:
-                await turns.wait(turn)
+            await turns.wait(turn)
             try:
                 await nr.fail(item, exc)
             finally:
-                if turns is not None:
-                    turns.done()
+                turns.done()
         else:
             counters.latency.record(time.perf_counter() - started)
-            if turns is not None:
-                await turns.wait(turn)
+            await turns.wait(turn)
             outs = result if many else (result,)
             if emit is not None:
                 for out in outs:
                     await emit((ticket, out) if tracked else out)
             counters.items_out += len(outs)
-            if turns is not None:
-                turns.done()
+            turns.done()
         if tracked:
             ticket.release()
         counters.in_flight -= 1
@@ -299,7 +295,9 @@ async def _produce(nr: NodeRun, emit: Emit) -> None:
                 else:
                     item = value
                 if tracker is not None:
-                    ticket = await tracker.issue(value.position)
+                    ticket = tracker.issue_nowait(value.position) or await tracker.issue(
+                        value.position
+                    )
                     await emit((ticket, item))
                     ticket.release()
                 elif tracking is not None:
