@@ -31,13 +31,14 @@ from ._core import RunStarted as RunStarted
 from ._core import RunStatistics as RunStatistics
 from ._core import StoreError as StoreError
 from ._core import open_run as open_run
-from ._core import run as run
 from ._dead_letter import DeadLetters as DeadLetters
 from ._dead_letter import ReplayResult as ReplayResult
+from ._progress import open_progress as open_progress
 from ._rate import Limit as Limit
 from ._rate import Rate as Rate
 from ._rate import RateLimiter as RateLimiter
 from ._retry import Retry as Retry
+from ._runner import run as run
 from ._store import DeadLetter as DeadLetter
 from ._store import StateStore as StateStore
 from ._store import open_store as open_store
@@ -77,6 +78,7 @@ __all__ = [
     "RunStatistics",
     "StateStore",
     "StoreError",
+    "open_progress",
     "open_run",
     "open_store",
     "run",

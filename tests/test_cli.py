@@ -1,20 +1,26 @@
-"""The ``flowgraph`` command, run for real in subprocesses."""
+"""The ``flowgraph`` command, run for real in subprocesses (help and drawing in-process)."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import importlib.util
+import json
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
+import anyio
 import pytest
 
 import flowgraph as fg
+from flowgraph import cli
 
 BACKENDS = [
     pytest.param("asyncio", id="asyncio"),
@@ -27,6 +33,7 @@ BACKENDS = [
 
 GRAPHS = textwrap.dedent(
     """
+    import os
     import anyio
     import flowgraph as fg
 
@@ -96,6 +103,43 @@ GRAPHS = textwrap.dedent(
         await anyio.sleep(0.01)
 
     slow.chain(forever, wait)
+
+    stuck = fg.Graph("stuck")
+
+    @stuck.source
+    async def ticks():
+        print("started", flush=True)
+        while True:
+            yield 0
+            await anyio.sleep(0.01)
+
+    @stuck.sink
+    async def hang(x):
+        await anyio.sleep(3600)
+
+    stuck.chain(ticks, hang)
+
+    flaky = fg.Graph("flaky")
+
+    @flaky.transform(on_error="dead_letter")
+    def parse(x):
+        if x % 3 == 0 and not os.path.exists("fixed.flag"):
+            raise ValueError(f"bad {x}")
+        return x
+
+    @flaky.sink
+    def keep(x):
+        pass
+
+    flaky.chain(flaky.source(list(range(10)), name="rows"), parse, keep)
+
+    paced = fg.Graph("paced")
+
+    @paced.sink
+    async def tick(x):
+        await anyio.sleep(0.01)
+
+    paced.chain(paced.source(range(30), name="steps"), tick)
     """
 )
 
@@ -266,34 +310,6 @@ def test_demo_into_a_missing_directory_is_a_usage_error(tmp_path: Path) -> None:
     assert proc.stderr == f"flowgraph: error: directory of --db {str(db)!r} does not exist\n"
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_sigint_exits_130_promptly(project: Path, backend: str) -> None:
-    """Ctrl-C during a run cancels the graph and exits 130 within a second or two."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "flowgraph", "run", "graphs:slow", "--backend", backend],
-        cwd=project,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    reader = concurrent.futures.ThreadPoolExecutor(1)
-    try:
-        assert reader.submit(proc.stdout.readline).result(timeout=15) == "started\n"
-        signalled = time.monotonic()
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=10)
-        waited = time.monotonic() - signalled
-    finally:
-        proc.kill()  # only if something above failed; ends the reader's readline too
-        proc.wait()
-        reader.shutdown()
-    assert proc.returncode == 130, stderr
-    assert stderr.splitlines()[-1] == "flowgraph: interrupted"
-    assert waited < 2
-
-
 def test_trio_backend_without_trio_is_a_usage_error(tmp_path: Path) -> None:
     """``--backend trio`` without trio installed exits 2 saying how to install it."""
     code = (
@@ -311,3 +327,340 @@ def test_trio_backend_without_trio_is_a_usage_error(tmp_path: Path) -> None:
         proc.stderr
         == "flowgraph: error: --backend trio needs trio: pip install 'flowgraph[trio]'\n"
     )
+
+
+# -- run: signals, progress, logging, dead letters ------------------------------------
+
+
+@contextmanager
+def running(project: Path, *args: str) -> Iterator[tuple[subprocess.Popen[str], ReadLine]]:
+    """Start ``flowgraph run *args``; wait until its source prints ``started``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flowgraph", "run", *args],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    reader = concurrent.futures.ThreadPoolExecutor(1)
+
+    def readline(stream: IO[str] | None) -> str:
+        assert stream is not None
+        return reader.submit(stream.readline).result(timeout=15)
+
+    try:
+        assert readline(proc.stdout) == "started\n"
+        yield proc, readline
+    finally:
+        proc.kill()  # only if something above failed; ends a pending readline too
+        proc.wait()
+        reader.shutdown()
+
+
+ReadLine = Callable[[IO[str] | None], str]
+posix_signals = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+
+@posix_signals
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_stop_signal_drains_and_exits_0(project: Path, backend: str, signum: int) -> None:
+    """SIGTERM or Ctrl-C stops the sources, lets items in flight finish and exits 0 with stats."""
+    with running(project, "graphs:slow", "--backend", backend) as (proc, _):
+        signalled = time.monotonic()
+        proc.send_signal(signum)
+        stdout, stderr = proc.communicate(timeout=10)
+        waited = time.monotonic() - signalled
+    name = signal.Signals(signum).name
+    assert proc.returncode == 0, stderr
+    assert stderr.splitlines()[1:] == [
+        f"flowgraph: received {name}: stopping the sources; items in flight have 30s to "
+        "finish (send it again to cancel them now)",
+        f"flowgraph: stopped on {name}: every item in flight finished",
+    ]
+    assert stdout.startswith("graph 'slow' stopped after ")
+    cells = summary(stdout)
+    assert [row[:2] for row in cells[1:]] == [["forever", "source"], ["wait", "sink"]]
+    assert cells[2][2] == cells[2][3] == cells[1][3]  # every item produced was consumed
+    assert waited < 5
+
+
+@posix_signals
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_second_signal_cancels_and_exits_130(project: Path, backend: str) -> None:
+    """A second signal cancels the items in flight at once and exits 130."""
+    with running(project, "graphs:stuck", "--backend", backend) as (proc, readline):
+        assert readline(proc.stderr).startswith("flowgraph: running graph 'stuck'")
+        proc.send_signal(signal.SIGTERM)
+        assert readline(proc.stderr).startswith("flowgraph: received SIGTERM: stopping")
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=10)
+        waited = time.monotonic() - signalled
+    assert proc.returncode == 130, stderr
+    assert stderr.splitlines() == [
+        "flowgraph: received SIGTERM while stopping: cancelling the items in flight",
+        "flowgraph: interrupted",
+    ]
+    assert stdout.startswith("graph 'stuck' stopped after ")
+    assert waited < 2
+
+
+@posix_signals
+def test_grace_period_running_out_exits_130(project: Path) -> None:
+    """Items still running when ``--grace`` runs out are cancelled, and the exit code is 130."""
+    with running(project, "graphs:stuck", "--grace", "0.2") as (proc, _):
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=10)
+    assert proc.returncode == 130, stderr
+    assert stderr.splitlines()[-2:] == [
+        "flowgraph: the grace period of 0.2s is over: cancelling the items in flight",
+        "flowgraph: interrupted",
+    ]
+
+
+def test_progress_without_a_terminal_prints_describe_lines(project: Path) -> None:
+    """``--progress`` with stderr not a terminal prints one describe() line per node."""
+    proc = flowgraph("run", "graphs:graph", "--progress", cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    assert summary(proc.stdout) == SUMMARY
+    lines = proc.stderr.splitlines()
+    assert lines[-3].startswith("tiny: numbers: in=0 out=50 errors=0 retries=0 skipped=0 dead=0 ")
+    assert lines[-2].startswith("tiny: double: in=50 out=50 errors=0 ")
+    assert lines[-1].startswith("tiny: collect: in=50 out=50 errors=0 ")
+    assert all(line.endswith(" done") for line in lines[-2:])
+    assert "\x1b" not in proc.stderr
+
+
+def test_log_interval_logs_statistics_while_running(project: Path) -> None:
+    """``--log-interval`` logs a line per node periodically on stderr."""
+    proc = flowgraph("run", "graphs:paced", "--log-interval", "0.05", cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    ticks = [line for line in proc.stderr.splitlines() if "paced: tick: in=" in line]
+    assert len(ticks) >= 3  # some while running, one at the end
+    assert ticks[0].startswith("flowgraph: paced: tick: in=")
+    assert ticks[-1].startswith("flowgraph: paced: tick: in=30 out=30 ")
+
+
+def test_dead_letter_nodes_need_a_store(project: Path) -> None:
+    """A graph with on_error='dead_letter' nodes and no ``--dead-letters`` exits 2 saying so."""
+    proc = flowgraph("run", "graphs:flaky", cwd=project)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == (
+        "flowgraph: error: graph 'flaky' dead-letters failed items of 'parse': "
+        "pass --dead-letters URL\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["run", "graphs:flaky", "--dead-letters", "http://x"],
+            "--dead-letters: unsupported state store URL scheme 'http'; use one of: "
+            "sqlite:///relative/path.db, sqlite:////absolute/path.db, a file path, "
+            "postgresql://...",
+        ),
+        (
+            ["run", "graphs:flaky", "--dead-letters", "sqlite:///nowhere/s.db"],
+            "--dead-letters: directory of 'nowhere/s.db' does not exist",
+        ),
+        (
+            ["dlq", "list", "--store", "sqlite:///missing.db"],
+            "--store: no such SQLite file: 'missing.db'",
+        ),
+        (
+            ["dlq", "purge", "--store", "sqlite:///missing.db"],
+            "refusing to purge every dead letter without --yes; narrow it with --graph, "
+            "--node, --run or --error-type, or pass --yes",
+        ),
+    ],
+)
+def test_bad_store_is_a_usage_error(project: Path, args: list[str], message: str) -> None:
+    """A bad or missing store, or an unconfirmed purge of everything, exits 2 before any work."""
+    proc = flowgraph(*args, cwd=project)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == f"flowgraph: error: {message}\n"
+
+
+# -- dlq ------------------------------------------------------------------------------
+
+
+def test_dead_letters_are_listed_and_replayed_across_processes(project: Path) -> None:
+    """Failed items land in SQLite, outlive the process, and replay once the cause is fixed."""
+    url = f"sqlite:///{project / 'state.db'}"
+    run = flowgraph("run", "graphs:flaky", "--dead-letters", url, cwd=project)
+    assert run.returncode == 0, run.stderr
+    assert summary(run.stdout)[1] == ["parse", "transform", "10", "6", "4"]
+
+    listed = flowgraph("dlq", "list", "--store", url, "--json", cwd=project)
+    assert listed.returncode == 0, listed.stderr
+    letters = json.loads(listed.stdout)
+    assert [(d["graph"], d["node"], d["error_type"], d["item"]) for d in letters] == [
+        ("flaky", "parse", "ValueError", x) for x in (0, 3, 6, 9)
+    ]
+    assert {d["message"] for d in letters} == {"bad 0", "bad 3", "bad 6", "bad 9"}
+    table = flowgraph("dlq", "list", "--store", url, "--node", "parse", cwd=project).stdout
+    lines = table.splitlines()
+    assert lines[0].split() == ["id", "failed", "at", "graph", "node", "attempts", "error", "item"]
+    assert lines[-1] == "4 dead letters"
+    assert all("flaky  parse" in row and "ValueError: bad" in row for row in lines[1:-1])
+
+    shown = flowgraph("dlq", "show", str(letters[1]["id"]), "--store", url, cwd=project)
+    assert shown.returncode == 0, shown.stderr
+    assert "  error:     ValueError: bad 3\n  item:      3\n" in shown.stdout
+    assert 'raise ValueError(f"bad {x}")' in shown.stdout  # the stored traceback
+
+    again = flowgraph("dlq", "replay", "graphs:flaky", "--store", url, cwd=project)
+    assert again.returncode == 1
+    assert again.stdout == "replayed 4 dead letters of graph 'flaky': 0 succeeded, 4 failed\n"
+    ids = ", ".join(str(d["id"]) for d in letters)
+    assert again.stderr == (
+        f"flowgraph: error: failed again, kept in the store: {ids} (see 'flowgraph dlq show ID')\n"
+    )
+
+    (project / "fixed.flag").touch()
+    fixed = flowgraph(
+        "dlq", "replay", "graphs:flaky", "--store", url, "--backend", "trio", cwd=project
+    )
+    assert fixed.returncode == 0, fixed.stderr
+    assert fixed.stdout == "replayed 4 dead letters of graph 'flaky': 4 succeeded, 0 failed\n"
+    assert flowgraph("dlq", "list", "--store", url, cwd=project).stdout == "no dead letters\n"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    """A SQLite store holding five dead letters: three of node 'a' in graph 'g', two of 'b' in 'h'."""
+    url = f"sqlite:///{tmp_path / 'dead.db'}"
+
+    async def fill() -> None:
+        async with fg.open_store(url) as opened:
+            for i, (graph, node, error) in enumerate(
+                [
+                    ("g", "a", ValueError("v")),
+                    ("g", "a", KeyError("k")),
+                    ("g", "a", ValueError()),
+                    ("h", "b", ValueError("v")),
+                    ("h", "b", OSError("o")),
+                ]
+            ):
+                await opened.add_dead_letter(fg.Failure(node, {"n": i}, error, 2, graph, "r1"))
+
+    anyio.run(fill)
+    return url
+
+
+@pytest.mark.parametrize(
+    ("filters", "ids"),
+    [
+        ([], [1, 2, 3, 4, 5]),
+        (["--graph", "g"], [1, 2, 3]),
+        (["--node", "b", "--error-type", "ValueError"], [4]),
+        (["--run", "r1", "--limit", "2"], [1, 2]),
+        (["--run", "r2"], []),
+    ],
+)
+def test_dlq_list_filters(tmp_path: Path, store: str, filters: list[str], ids: list[int]) -> None:
+    """``dlq list`` applies every filter given, oldest first."""
+    proc = flowgraph("dlq", "list", "--store", store, "--json", *filters, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert [d["id"] for d in json.loads(proc.stdout)] == ids
+
+
+def test_dlq_purge_removes_only_what_matches(tmp_path: Path, store: str) -> None:
+    """``dlq purge`` with filters deletes the matching letters; ``--yes`` deletes the rest."""
+    proc = flowgraph(
+        "dlq", "purge", "--store", store, "--graph", "g", "--error-type", "ValueError", cwd=tmp_path
+    )
+    assert (proc.returncode, proc.stdout) == (0, "purged 2 dead letters\n")
+    left = flowgraph("dlq", "list", "--store", store, "--json", cwd=tmp_path)
+    assert [d["id"] for d in json.loads(left.stdout)] == [2, 4, 5]
+    proc = flowgraph("dlq", "purge", "--store", store, "--yes", cwd=tmp_path)
+    assert (proc.returncode, proc.stdout) == (0, "purged 3 dead letters\n")
+
+
+def test_dlq_show_unknown_id_is_a_usage_error(tmp_path: Path, store: str) -> None:
+    """Showing an id the store does not hold exits 2."""
+    proc = flowgraph("dlq", "show", "99", "--store", store, cwd=tmp_path)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == f"flowgraph: error: no dead letter 99 in {store}\n"
+
+
+def test_dlq_show_json_has_every_field(tmp_path: Path, store: str) -> None:
+    """``dlq show --json`` gives the whole record, traceback included."""
+    proc = flowgraph("dlq", "show", "2", "--store", store, "--json", cwd=tmp_path)
+    letter = json.loads(proc.stdout)
+    assert letter.keys() == {
+        "id",
+        "graph",
+        "node",
+        "run_id",
+        "time",
+        "attempts",
+        "error_type",
+        "message",
+        "item",
+        "serializer",
+        "traceback",
+    }
+    assert (letter["item"], letter["error_type"], letter["message"]) == (
+        {"n": 1},
+        "KeyError",
+        "'k'",
+    )
+
+
+# -- show and help -------------------------------------------------------------------
+
+
+def test_show_draws_mermaid_and_dot(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``show`` prints the graph's Mermaid flowchart, or DOT with ``--format dot``."""
+    assert cli.main(["show", f"{project / 'graphs.py'}:graph"]) == 0
+    mermaid = capsys.readouterr().out
+    assert mermaid.splitlines() == [
+        "flowchart LR",
+        '    n0(["numbers"])',
+        '    n1["double<br/>workers=4"]',
+        '    n2[("collect")]',
+        "    n0 --> n1",
+        "    n1 --> n2",
+    ]
+    assert cli.main(["show", f"{project / 'graphs.py'}:graph", "--format", "dot"]) == 0
+    dot = capsys.readouterr().out
+    assert dot.startswith('digraph "tiny" {\n')
+    assert '    n1 [label="double\\nworkers=4", shape=box];\n' in dot
+    assert "    n0 -> n1;\n    n1 -> n2;\n}\n" in dot
+
+
+COMMAND_OPTIONS = {
+    ("run",): ["--progress", "--log-interval S", "--grace S", "--dead-letters URL", "examples:"],
+    ("show",): ["--format {mermaid,dot}", "example"],
+    ("demo",): ["--db PATH", "--items N"],
+    ("dlq",): ["list", "show", "replay", "purge"],
+    ("dlq", "list"): [
+        "--store URL",
+        "--graph G",
+        "--node N",
+        "--run R",
+        "--error-type T",
+        "--limit N",
+        "--json",
+    ],
+    ("dlq", "show"): ["ID", "--store URL", "--json"],
+    ("dlq", "replay"): ["TARGET", "--store URL", "--node N", "--error-type T", "fail again"],
+    ("dlq", "purge"): ["--store URL", "--yes", "needs --yes"],
+}
+
+
+@pytest.mark.parametrize("command", list(COMMAND_OPTIONS), ids=" ".join)
+def test_every_command_has_help(
+    command: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--help`` of every command exits 0 and explains its arguments."""
+    with pytest.raises(SystemExit) as exit:
+        cli.main([*command, "--help"])
+    assert exit.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert text.startswith(f"usage: flowgraph {' '.join(command)} ")
+    for option in COMMAND_OPTIONS[command]:
+        assert option in text
