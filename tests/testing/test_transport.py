@@ -293,7 +293,7 @@ def test_same_seed_gives_same_faults_on_asyncio_and_trio() -> None:
 
 def test_importing_without_httpx_says_how_to_install_it() -> None:
     """flowgraph.testing names the extra to install when httpx is missing."""
-    code = "import sys; sys.modules['httpx'] = None; import flowgraph.testing"
+    code = "import sys; sys.modules['httpx'] = None; from flowgraph.testing import FlakyTransport"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
