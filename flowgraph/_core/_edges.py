@@ -8,6 +8,9 @@ no extra bookkeeping.
 
 Sending takes the ``send_nowait`` fast path and awaits ``send`` only when the
 buffer is full, so an item costs a scheduler round-trip only under backpressure.
+An emitter is a plain function, not a coroutine function: ``emit(item)`` returns
+``None`` when the item was delivered at once, or an awaitable that finishes the
+delivery, so the common case creates no coroutine and awaits nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ if TYPE_CHECKING:
 
     from ._graph import Route
 
-Emit = Callable[[Any], Awaitable[None]]
+Emit = Callable[[Any], "Awaitable[None] | None"]
 Fail = Callable[[Any, Exception], Awaitable[None]]
 
 
@@ -34,7 +37,7 @@ def make_emitter(
     *,
     tracked: bool = False,
 ) -> Emit:
-    """Return ``await emit(item)`` that sends *item* downstream.
+    """Return ``emit(item)`` that sends *item* downstream (see the module docstring).
 
     With no route the item goes to every output (fan-out). With a route it goes
     to the output that ``route.by(item)`` names; an item the route cannot place
@@ -54,39 +57,65 @@ def make_emitter(
 
 
 def _tracked_emitter(streams: Sequence[MemoryObjectSendStream[Any]]) -> Emit:
-    async def emit(envelope: tuple[Any, Any]) -> None:
+    def emit(envelope: tuple[Any, Any]) -> Awaitable[None] | None:
         ticket = envelope[0]
-        for stream in streams:
+        for index, stream in enumerate(streams):
             ticket.pending += 1
             try:
                 stream.send_nowait(envelope)
             except WouldBlock:
-                await stream.send(envelope)
+                ticket.pending -= 1
+                return _send_tracked_from(streams, index, envelope)
+        return None
 
     return emit
+
+
+async def _send_tracked_from(
+    streams: Sequence[MemoryObjectSendStream[Any]], index: int, envelope: tuple[Any, Any]
+) -> None:
+    ticket = envelope[0]
+    for stream in streams[index:]:
+        ticket.pending += 1
+        try:
+            stream.send_nowait(envelope)
+        except WouldBlock:
+            await stream.send(envelope)
 
 
 def _single_emitter(stream: MemoryObjectSendStream[Any]) -> Emit:
     send_nowait, send = stream.send_nowait, stream.send
 
-    async def emit(item: Any) -> None:
+    def emit(item: Any) -> Awaitable[None] | None:
         try:
             send_nowait(item)
         except WouldBlock:
-            await send(item)
+            return send(item)
+        return None
 
     return emit
 
 
 def _fan_out_emitter(streams: Sequence[MemoryObjectSendStream[Any]]) -> Emit:
-    async def emit(item: Any) -> None:
-        for stream in streams:
+    def emit(item: Any) -> Awaitable[None] | None:
+        for index, stream in enumerate(streams):
             try:
                 stream.send_nowait(item)
             except WouldBlock:
-                await stream.send(item)
+                return _send_from(streams, index, item)
+        return None
 
     return emit
+
+
+async def _send_from(streams: Sequence[MemoryObjectSendStream[Any]], index: int, item: Any) -> None:
+    """Finish a fan-out that found ``streams[index]`` full."""
+    await streams[index].send(item)
+    for stream in streams[index + 1 :]:
+        try:
+            stream.send_nowait(item)
+        except WouldBlock:
+            await stream.send(item)
 
 
 def _routing_emitter(
@@ -102,7 +131,7 @@ def _routing_emitter(
     }
     fallback = None if route.default is None else outputs[route.default]
 
-    async def emit(item: Any) -> None:
+    def emit(item: Any) -> Awaitable[None] | None:
         value = item[1] if tracked else item
         try:
             key = by(value)
@@ -113,13 +142,13 @@ def _routing_emitter(
                     f"(known keys: {', '.join(map(repr, table))})"
                 )
         except Exception as exc:
-            await fail(value, exc)
-            return
+            return fail(value, exc)
         if tracked:
             item[0].pending += 1
         try:
             stream.send_nowait(item)
         except WouldBlock:
-            await stream.send(item)
+            return stream.send(item)
+        return None
 
     return emit

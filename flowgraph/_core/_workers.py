@@ -9,8 +9,7 @@ tasks keep running and cancellation stays prompt at full throughput.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -24,7 +23,13 @@ from ._events import ItemDeadLettered, ItemFailed, NodeFinished
 from ._exceptions import AttemptsExhausted, NodeError, describe_error, describe_item
 from ._nodes import Node, NodeKind, adapt_call, apply_policies, open_source
 from ._policy import Failure, FailureHandler
-from ._stats import LATENCY_SAMPLE_EVERY, Counters, NodeStatistics, elapsed_between
+from ._stats import (
+    LATENCY_EXACT_FIRST,
+    LATENCY_SAMPLE_EVERY,
+    Counters,
+    NodeStatistics,
+    elapsed_between,
+)
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -171,7 +176,7 @@ async def _consume(nr: NodeRun, emit: Emit | None) -> None:
                 sample -= 1
                 result = await call(item)
             else:
-                sample = LATENCY_SAMPLE_EVERY - 1
+                sample = LATENCY_SAMPLE_EVERY - 1 if counters.items_in > LATENCY_EXACT_FIRST else 0
                 started = perf_counter()
                 result = await call(item)
                 record_latency(perf_counter() - started)
@@ -182,10 +187,12 @@ async def _consume(nr: NodeRun, emit: Emit | None) -> None:
                 counters.items_out += 1
             elif many:
                 for out in result:
-                    await emit((ticket, out) if tracked else out)
+                    if (waiting := emit((ticket, out) if tracked else out)) is not None:
+                        await waiting
                 counters.items_out += len(result)
             else:
-                await emit((ticket, result) if tracked else result)
+                if (waiting := emit((ticket, result) if tracked else result)) is not None:
+                    await waiting
                 counters.items_out += 1
         if tracked:
             ticket.release()
@@ -259,7 +266,8 @@ async def _consume_in_order(nr: NodeRun, turns: Turns, emit: Emit | None) -> Non
             outs = result if many else (result,)
             if emit is not None:
                 for out in outs:
-                    await emit((ticket, out) if tracked else out)
+                    if (waiting := emit((ticket, out) if tracked else out)) is not None:
+                        await waiting
             counters.items_out += len(outs)
             turns.done()
         if tracked:
@@ -283,9 +291,11 @@ async def _produce(nr: NodeRun, emit: Emit) -> None:
         )
         checkpoint = anyio.lowlevel.checkpoint
         budget = YIELD_EVERY
-        async with aclosing(_iterate(iterable, nr.name)) as items:
+        checkpointed = node.checkpoint
+        items = _open_items(iterable, nr.name)
+        try:
             async for value in items:
-                if node.checkpoint:
+                if checkpointed:
                     if not isinstance(value, Positioned):
                         raise TypeError(
                             f"checkpointed source {nr.name!r} produced {describe_item(value)}; "
@@ -298,17 +308,24 @@ async def _produce(nr: NodeRun, emit: Emit) -> None:
                     ticket = tracker.issue_nowait(value.position) or await tracker.issue(
                         value.position
                     )
-                    await emit((ticket, item))
+                    if (waiting := emit((ticket, item))) is not None:
+                        await waiting
                     ticket.release()
                 elif tracking is not None:
-                    await emit((UNTRACKED, item))
+                    if (waiting := emit((UNTRACKED, item))) is not None:
+                        await waiting
                 else:
-                    await emit(item)
+                    if (waiting := emit(item)) is not None:
+                        await waiting
                 counters.items_out += 1
                 budget -= 1
                 if not budget:
                     budget = YIELD_EVERY
                     await checkpoint()
+        finally:
+            aclose = getattr(items, "aclose", None)
+            if aclose is not None:
+                await aclose()
     except NodeError:
         raise
     except Exception as exc:
@@ -316,27 +333,26 @@ async def _produce(nr: NodeRun, emit: Emit) -> None:
         raise NodeError.for_source(nr.name, counters.items_out, exc) from exc
 
 
-async def _iterate(iterable: Any, name: str) -> AsyncGenerator[Any, None]:
+def _open_items(iterable: Any, name: str) -> AsyncIterator[Any]:
+    """The source's items as an async iterator; an async iterable is used as it is.
+
+    Wrapping the user's async generator in a second one would cost a second
+    generator step per item, so only sync iterables get a wrapper.
+    """
     if isinstance(iterable, AsyncIterable):
-        iterator = aiter(iterable)
-        try:
-            async for item in iterator:
-                yield item
-        finally:
-            aclose = getattr(iterator, "aclose", None)
-            if aclose is not None:
-                await aclose()
-    elif isinstance(iterable, Iterator):
-        async for item in _iterate_in_thread(iterable):
-            yield item
-    elif isinstance(iterable, Iterable):
-        for item in iterable:
-            yield item
-    else:
-        raise TypeError(
-            f"source {name!r} must produce an iterable or async iterable, "
-            f"got {type(iterable).__name__}"
-        )
+        return aiter(iterable)
+    if isinstance(iterable, Iterator):
+        return _iterate_in_thread(iterable)
+    if isinstance(iterable, Iterable):
+        return _iterate_on_loop(iterable)
+    raise TypeError(
+        f"source {name!r} must produce an iterable or async iterable, got {type(iterable).__name__}"
+    )
+
+
+async def _iterate_on_loop(iterable: Iterable[Any]) -> AsyncGenerator[Any, None]:
+    for item in iterable:
+        yield item
 
 
 async def _iterate_in_thread(iterator: Iterator[Any]) -> AsyncGenerator[Any, None]:
