@@ -126,8 +126,12 @@ def to_mermaid(graph: Graph) -> str:
 
 
 def _dot_string(text: str) -> str:
-    """A DOT quoted string; in labels ``\\n`` breaks the line and ``\\\\`` is a backslash."""
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    """A DOT quoted string for a label.
+
+    In labels Graphviz reads ``\\n`` as a line break, ``\\\\`` as a backslash and
+    decodes HTML entities, so ``&`` is written ``&amp;``.
+    """
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("&", "&amp;")
     escaped = escaped.replace("\r\n", "\\n").replace("\n", "\\n").replace("\r", "\\n")
     return f'"{escaped}"'
 
