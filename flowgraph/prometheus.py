@@ -15,9 +15,10 @@ Metrics, labelled ``graph``, ``node`` and ``kind`` unless noted:
   input stream;
 * histogram ``flowgraph_node_latency_seconds`` (transforms and sinks) of the
   node function's duration. The engine times every call of a node's first 256
-  items, then one call in 32, so ``_count`` counts sampled calls, not items; quantiles are unaffected. Each sample's
-  bucket is exact to within 19% (the engine keeps four log buckets per
-  octave), and ``_sum`` is estimated from the bucket midpoints;
+  items, then one call in 32, so ``_count`` counts sampled calls, not items;
+  quantiles are unaffected. Each sample's bucket is exact to within 19% (the
+  engine keeps four log buckets per octave), and ``_sum`` is estimated from
+  the bucket midpoints;
 * gauge ``flowgraph_run_elapsed_seconds``, labelled ``graph`` only.
 
 Scrapes arrive on the HTTP server's threads: the exporter then reads the
