@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from typing import Any
 
@@ -104,7 +105,7 @@ async def test_retry_after_sets_the_wait_between_attempts() -> None:
         g.sink(counting_sink),
     )
     result = await g.run()
-    assert [round(b - a, 6) for a, b in zip(attempts, attempts[1:], strict=False)] == [30, 30]
+    assert [round(b - a, 6) for a, b in itertools.pairwise(attempts)] == [30, 30]
     assert result.stats["fetch"].retries == 2
 
 
@@ -129,7 +130,7 @@ async def test_backoff_waits_stay_within_the_configured_bounds() -> None:
     ) as info:
         await g.run()
     assert info.value.attempts == 6
-    waits = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+    waits = [b - a for a, b in itertools.pairwise(attempts)]
     for n, wait in enumerate(waits):
         assert 0 <= wait <= min(8, 1 * 2**n) + 1e-9
 
