@@ -1,8 +1,9 @@
-"""``fg.run``: run a graph in a new event loop, with a progress display and signal handling.
+"""``fg.run``: run a graph in a new event loop, with state, progress and signal handling.
 
-The plain-function entry point for scripts and the CLI. It adds two things
-around :func:`open_run`, both optional: a live progress display
-(:func:`open_progress`) and a graceful stop on SIGINT/SIGTERM, the way a
+The plain-function entry point for scripts and the CLI. It adds three things
+around :func:`open_run`, all optional: one state store for both checkpoints
+and dead letters (``state=URL``), a live progress display
+(:func:`open_progress`), and a graceful stop on SIGINT/SIGTERM, the way a
 daemon under a process supervisor is expected to behave:
 
 1. the first signal stops the sources; items in flight drain through the
@@ -10,8 +11,9 @@ daemon under a process supervisor is expected to behave:
 2. when *grace* runs out, or on a second signal, what is left is cancelled
    (``run.stop(grace=0)``).
 
-The signal handler is a task of the run, reading ``anyio.open_signal_receiver``,
-so it works the same on asyncio and trio.
+Either way the run's last checkpoint commit records how far every source got,
+so a restart resumes right after it. The signal handler is a task of the run,
+reading ``anyio.open_signal_receiver``, so it works the same on asyncio and trio.
 """
 
 from __future__ import annotations
@@ -20,18 +22,23 @@ import functools
 import logging
 import signal
 import threading
-from contextlib import ExitStack
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, final
 
 import anyio
 
+from ._checkpoint import Checkpoints
+from ._core._exceptions import GraphError
 from ._core._policy import to_seconds
 from ._core._run import open_run
+from ._dead_letter import DeadLetters
 from ._progress import open_progress, require_rich
+from ._store import StateStore, open_store, parse_store_url
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    import os
+    from collections.abc import AsyncIterator, Callable
     from datetime import timedelta
 
     from ._core._graph import Graph
@@ -41,6 +48,12 @@ logger = logging.getLogger("flowgraph")
 
 DEFAULT_GRACE = 30.0
 """Seconds items in flight may take to drain after a stop signal, by default."""
+
+DEFAULT_CHECKPOINT_EVERY = 100
+"""Acknowledgements between two checkpoint commits, by default (as ``fg.Checkpoints``)."""
+
+DEFAULT_CHECKPOINT_INTERVAL = 1.0
+"""Longest time between two checkpoint commits, by default (as ``fg.Checkpoints``)."""
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -53,13 +66,24 @@ def run(
     progress: bool = False,
     handle_signals: bool = False,
     grace: float | timedelta = DEFAULT_GRACE,
+    state: str | os.PathLike[str] | None = None,
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+    checkpoint_interval: float | timedelta = DEFAULT_CHECKPOINT_INTERVAL,
     **options: Any,
 ) -> RunResult:
     """Run *graph* in a new event loop of *backend* (``"asyncio"`` or ``"trio"``).
 
     The plain-function entry point for scripts; inside an async program use
     ``await graph.run()`` (or :func:`open_run`) instead. Other keyword options
-    (``dead_letters=``, ``hooks=``, ``log_interval=`` ...) go to :func:`open_run`.
+    (``dead_letters=``, ``checkpoints=``, ``hooks=``, ``log_interval=`` ...)
+    go to :func:`open_run`.
+
+    With ``state=URL``, one store is opened at *URL* for the run and holds both
+    its checkpoints (``fg.Checkpoints(store, every=checkpoint_every,
+    interval=checkpoint_interval)``) and its dead letters
+    (``fg.DeadLetters(store)``); an explicit ``checkpoints=`` or
+    ``dead_letters=`` takes the place of its part. Checkpoint commits are
+    logged at INFO on the ``flowgraph.checkpoints`` logger.
 
     With ``handle_signals=True``, SIGINT (Ctrl-C) and SIGTERM stop the run
     gracefully instead of interrupting it: the sources stop, items in flight
@@ -74,11 +98,20 @@ def run(
         progress: show a live progress display on stderr (needs rich).
         handle_signals: stop gracefully on SIGINT and SIGTERM (main thread only).
         grace: seconds items in flight may take after a stop signal.
+        state: a state store URL (``sqlite:///state.db``, a file path,
+            ``postgresql://...``) for checkpoints and dead letters.
+        checkpoint_every: with *state*, commit after this many acknowledgements.
+        checkpoint_interval: with *state*, commit at least this often (seconds)
+            while items are acknowledged.
 
     Raises:
         NodeError: if a node failed under the ``"raise"`` policy.
-        GraphError: if the graph is not valid, or *grace* is negative.
-        ImportError: if ``progress=True`` and rich is not installed.
+        GraphError: if the graph is not valid, or *grace* is negative, or a
+            checkpoint setting is out of range.
+        ValueError: if *state* is not a store URL; nothing has started then.
+        StoreError: if the store cannot be opened or fails.
+        ImportError: if ``progress=True`` and rich is not installed, or *state*
+            is a PostgreSQL URL and psycopg is not installed.
         RuntimeError: if ``handle_signals=True`` outside the main thread.
 
     Added in 0.1.
@@ -90,6 +123,9 @@ def run(
         progress=progress,
         handle_signals=handle_signals,
         grace=grace,
+        state=state,
+        checkpoint_every=checkpoint_every,
+        checkpoint_interval=checkpoint_interval,
         **options,
     ).result
 
@@ -119,6 +155,9 @@ def execute(
     progress: bool = False,
     handle_signals: bool = False,
     grace: float | timedelta = DEFAULT_GRACE,
+    state: str | os.PathLike[str] | None = None,
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+    checkpoint_interval: float | timedelta = DEFAULT_CHECKPOINT_INTERVAL,
     **options: Any,
 ) -> Outcome:
     """Like :func:`run`, but also say whether a signal stopped the run and how."""
@@ -129,17 +168,36 @@ def execute(
         )
     if progress:
         require_rich()
-    return anyio.run(
-        functools.partial(_execute, graph, progress, handle_signals, seconds, options),
-        backend=backend,
-        backend_options=backend_options,
+    if state is not None:
+        parse_store_url(state)  # a bad URL fails here, before the event loop starts
+    every = checkpoint_every
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise GraphError(f"checkpoint_every must be an int >= 1 (got {every!r})")
+    interval = to_seconds("checkpoint_interval", checkpoint_interval)
+    main = functools.partial(
+        _execute,
+        graph,
+        progress=progress,
+        handle_signals=handle_signals,
+        grace=seconds,
+        state=state,
+        checkpoints=functools.partial(Checkpoints, every=every, interval=interval),
+        options=options,
     )
+    return anyio.run(main, backend=backend, backend_options=backend_options)
 
 
 async def _execute(
-    graph: Graph, progress: bool, handle_signals: bool, grace: float, options: dict[str, Any]
+    graph: Graph,
+    *,
+    progress: bool,
+    handle_signals: bool,
+    grace: float,
+    state: str | os.PathLike[str] | None,
+    checkpoints: Callable[[StateStore], Checkpoints],
+    options: dict[str, Any],
 ) -> Outcome:
-    with ExitStack() as stack:
+    async with AsyncExitStack() as stack:
         signals = None
         if handle_signals:
             # asyncio resets the handlers to the defaults on exit: put back whatever was there.
@@ -147,6 +205,9 @@ async def _execute(
             stack.callback(_restore_handlers, saved)
             # Opened before the run starts, so that a signal during start-up is queued, not lost.
             signals = stack.enter_context(anyio.open_signal_receiver(*STOP_SIGNALS))
+        if state is not None:
+            store = await stack.enter_async_context(open_store(state))
+            options = _with_store(store, checkpoints, options)
         async with open_run(graph, **options) as run:
             stopper = Stopper(run, grace)
             if signals is not None:
@@ -155,6 +216,14 @@ async def _execute(
                 async with open_progress(run):
                     await run.wait_finished()
     return Outcome(run.result, stopper.signal, stopper.cancelled)
+
+
+def _with_store(
+    store: StateStore, checkpoints: Callable[[StateStore], Checkpoints], options: dict[str, Any]
+) -> dict[str, Any]:
+    """*options* with checkpoints and dead letters kept in *store*, unless they name their own."""
+    given = {key: value for key, value in options.items() if value is not None}
+    return {"checkpoints": checkpoints(store), "dead_letters": DeadLetters(store), **given}
 
 
 def _restore_handlers(saved: dict[signal.Signals, Any]) -> None:

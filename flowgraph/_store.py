@@ -265,7 +265,17 @@ def newer_schema_error(where: str, found: int) -> StoreError:
     )
 
 
-def _parse_url(url: str | os.PathLike[str]) -> tuple[Literal["sqlite", "postgres"], str]:
+def parse_store_url(url: str | os.PathLike[str]) -> tuple[Literal["sqlite", "postgres"], str]:
+    """Say which kind of store *url* names and where, without opening anything.
+
+    Returns ``("sqlite", path)`` for ``sqlite:///...`` URLs and bare paths, and
+    ``("postgres", url)`` for ``postgresql://...`` and ``postgres://...``, so a
+    caller can check a URL before it does any work (the CLI does, to make a typo
+    a usage error). :func:`open_store` accepts exactly the URLs this accepts.
+
+    Raises:
+        ValueError: if the URL is empty, or its scheme or shape is not one of the above.
+    """
     if not isinstance(url, str):
         return "sqlite", os.fspath(url)
     scheme, sep, rest = url.partition("://")
@@ -301,7 +311,7 @@ async def open_store(url: str | os.PathLike[str]) -> AsyncIterator[StateStore]:
         ImportError: if a PostgreSQL URL is given and psycopg is not installed.
         StoreError: if the store cannot be opened, or was written by a newer flowgraph.
     """
-    kind, target = _parse_url(url)
+    kind, target = parse_store_url(url)
     store: StateStore
     if kind == "postgres":
         try:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import concurrent.futures
 import importlib.util
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -14,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import anyio
 import pytest
@@ -151,10 +153,13 @@ SUMMARY = [
 ]
 
 
-def flowgraph(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def flowgraph(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "flowgraph", *args],
         cwd=cwd,
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=30,
@@ -443,12 +448,12 @@ def test_log_interval_logs_statistics_while_running(project: Path) -> None:
 
 
 def test_dead_letter_nodes_need_a_store(project: Path) -> None:
-    """A graph with on_error='dead_letter' nodes and no ``--dead-letters`` exits 2 saying so."""
+    """A graph with on_error='dead_letter' nodes and no state store exits 2 saying so."""
     proc = flowgraph("run", "graphs:flaky", cwd=project)
     assert (proc.returncode, proc.stdout) == (2, "")
     assert proc.stderr == (
         "flowgraph: error: graph 'flaky' dead-letters failed items of 'parse': "
-        "pass --dead-letters URL\n"
+        "pass --state URL or --dead-letters URL\n"
     )
 
 
@@ -466,6 +471,21 @@ def test_dead_letter_nodes_need_a_store(project: Path) -> None:
             "--dead-letters: directory of 'nowhere/s.db' does not exist",
         ),
         (
+            ["run", "graphs:graph", "--state", "postgresq://db"],
+            "--state: unsupported state store URL scheme 'postgresq'; use one of: "
+            "sqlite:///relative/path.db, sqlite:////absolute/path.db, a file path, "
+            "postgresql://...",
+        ),
+        (
+            ["run", "graphs:graph", "--state", "sqlite://state.db"],
+            "--state: a SQLite store URL needs a path after three slashes: "
+            "sqlite:///relative/path.db or sqlite:////absolute/path.db",
+        ),
+        (
+            ["run", "graphs:graph", "--checkpoint-every", "10"],
+            "--checkpoint-every needs --state URL to commit checkpoints to",
+        ),
+        (
             ["dlq", "list", "--store", "sqlite:///missing.db"],
             "--store: no such SQLite file: 'missing.db'",
         ),
@@ -481,6 +501,139 @@ def test_bad_store_is_a_usage_error(project: Path, args: list[str], message: str
     proc = flowgraph(*args, cwd=project)
     assert (proc.returncode, proc.stdout) == (2, "")
     assert proc.stderr == f"flowgraph: error: {message}\n"
+
+
+# -- run --state: checkpoints and dead letters in one store ---------------------------
+
+STATE_GRAPHS = textwrap.dedent(
+    """
+    import os
+    from pathlib import Path
+
+    import anyio
+    import flowgraph as fg
+
+    HERE = Path(__file__).parent
+
+    def record(name, value):
+        with open(HERE / name, "a") as file:
+            print(value, file=file)
+
+    counted = fg.Graph("counted")
+
+    @counted.source(checkpoint=True)
+    def numbers(after):
+        record("resumed.txt", after)
+        start = 0 if after is None else after + 1
+        for n in range(start, int(os.environ["LIMIT"])):
+            yield fg.Positioned(n, n)
+
+    @counted.sink
+    def kept(n):
+        record("kept.txt", n)
+
+    counted.chain(numbers, kept)
+
+    daemon = fg.Graph("daemon")
+
+    @daemon.source(checkpoint=True)
+    async def ticks(after):
+        print("started", flush=True)
+        print(f"resumed after {after}", flush=True)
+        n = 0 if after is None else after + 1
+        while True:
+            yield fg.Positioned(n, n)
+            n += 1
+            await anyio.sleep(0.002)
+
+    @daemon.sink(workers=4)
+    async def seen(n):
+        await anyio.sleep(0.01)
+        record("seen.txt", n)
+
+    daemon.chain(ticks, seen)
+    """
+)
+
+
+@pytest.fixture
+def state_project(tmp_path: Path) -> Path:
+    """A directory holding ``state_graphs.py``: checkpointed graphs that record what they do."""
+    (tmp_path / "state_graphs.py").write_text(STATE_GRAPHS)
+    return tmp_path
+
+
+def checkpoints(stderr: str, graph: str) -> list[dict[str, int]]:
+    """The positions of the checkpoint lines that ``--state`` prints, in order."""
+    prefix = f"flowgraph: checkpoint {graph}: "
+    return [
+        ast.literal_eval(line[len(prefix) :])
+        for line in stderr.splitlines()
+        if line.startswith(prefix)
+    ]
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def stored_checkpoints(db: Path, graph: str) -> dict[str, Any]:
+    return anyio.run(fg.Checkpoints(db).load, graph)
+
+
+def test_state_commits_checkpoints_and_a_rerun_resumes_after_them(state_project: Path) -> None:
+    """``--state`` logs each checkpoint commit; the next run (on trio) resumes after the last one."""
+    db = state_project / "state.db"
+    args = ("state_graphs.py:counted", "--state", f"sqlite:///{db}", "--checkpoint-every", "5")
+    for limit, backend in [(20, "asyncio"), (30, "trio")]:
+        proc = flowgraph(
+            "run", *args, "--backend", backend, cwd=state_project, env={"LIMIT": str(limit)}
+        )
+        assert proc.returncode == 0, proc.stderr
+        positions = [c["numbers"] for c in checkpoints(proc.stderr, "counted")]
+        assert positions[-1] == limit - 1
+        assert positions == sorted(set(positions))  # each commit moves forward
+        assert stored_checkpoints(db, "counted") == {"numbers": limit - 1}
+    assert lines(state_project / "resumed.txt") == ["None", "19"]
+    assert lines(state_project / "kept.txt") == [str(n) for n in range(30)]  # none twice
+
+
+@posix_signals
+def test_sigterm_commits_a_final_checkpoint_and_a_restart_resumes_exactly_after_it(
+    state_project: Path,
+) -> None:
+    """A daemon stopped by SIGTERM exits 0 after its last commit; a restart picks up right after."""
+    db = state_project / "state.db"
+    args = ("state_graphs.py:daemon", "--state", f"sqlite:///{db}", "--checkpoint-interval", "0.05")
+    committed: list[int] = []
+    for run in ("first", "restart"):
+        with running(state_project, *args) as (proc, readline):
+            after = committed[-1] if committed else None
+            assert readline(proc.stdout) == f"resumed after {after}\n", run
+            assert readline(proc.stderr).startswith("flowgraph: running graph 'daemon'")
+            assert readline(proc.stderr).startswith("flowgraph: checkpoint daemon: ")
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=10)
+        assert proc.returncode == 0, stderr
+        assert "flowgraph: stopped on SIGTERM: every item in flight finished" in stderr
+        last = checkpoints(stderr, "daemon")[-1]
+        assert stored_checkpoints(db, "daemon") == last
+        committed.append(last["ticks"])
+    assert committed[0] < committed[1]
+    # Every item up to the last checkpoint reached the sink once, across both runs; none beyond.
+    assert lines(state_project / "seen.txt") == [str(n) for n in range(committed[1] + 1)]
+
+
+def test_state_keeps_dead_letters_unless_dead_letters_says_otherwise(project: Path) -> None:
+    """Dead letters go to the ``--state`` store, or to ``--dead-letters`` when it is given too."""
+    state, other = f"sqlite:///{project / 'state.db'}", f"sqlite:///{project / 'other.db'}"
+    proc = flowgraph("run", "graphs:flaky", "--state", state, cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    proc = flowgraph("run", "graphs:flaky", "--state", state, "--dead-letters", other, cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    for url in (state, other):
+        listed = flowgraph("dlq", "list", "--store", url, "--json", cwd=project)
+        assert [d["item"] for d in json.loads(listed.stdout)] == [0, 3, 6, 9]
 
 
 # -- dlq ------------------------------------------------------------------------------
@@ -633,7 +786,16 @@ def test_show_draws_mermaid_and_dot(project: Path, capsys: pytest.CaptureFixture
 
 
 COMMAND_OPTIONS = {
-    ("run",): ["--progress", "--log-interval S", "--grace S", "--dead-letters URL", "examples:"],
+    ("run",): [
+        "--progress",
+        "--log-interval S",
+        "--grace S",
+        "--state URL",
+        "--dead-letters URL",
+        "--checkpoint-every N",
+        "--checkpoint-interval S",
+        "examples:",
+    ],
     ("show",): ["--format {mermaid,dot}", "example"],
     ("demo",): ["--db PATH", "--items N"],
     ("dlq",): ["list", "show", "replay", "purge"],

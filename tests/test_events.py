@@ -37,7 +37,8 @@ async def test_lifecycle_events_arrive_in_order() -> None:
             seen.append(type(event).__name__ + (f":{event.node}" if hasattr(event, "node") else ""))
 
     result = await g.run()
-    assert seen[0] == "RunStarted" and seen[-1] == "RunFinished"
+    assert seen[0] == "RunStarted"
+    assert seen[-1] == "RunFinished"
     assert sorted(seen[1:4]) == ["NodeStarted:check", "NodeStarted:sink", "NodeStarted:src"]
     assert sorted(s for s in seen if s.startswith("NodeFinished")) == [
         "NodeFinished:check",

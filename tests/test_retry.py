@@ -12,8 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flowgraph._core._exceptions import AttemptsExhausted, GraphError
-from flowgraph._core._policy import Call, Policy
-from flowgraph._core._policy import Timeout
+from flowgraph._core._policy import Call, Policy, Timeout
 from flowgraph._retry import Retry
 from flowgraph.testing._clock import virtual_time_backend
 

@@ -1,4 +1,4 @@
-"""``fg.run``: the plain-function entry point, with progress and signal handling."""
+"""``fg.run``: the plain-function entry point, with state, progress and signal handling."""
 
 from __future__ import annotations
 
@@ -6,13 +6,22 @@ import importlib.util
 import os
 import signal
 import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
 import flowgraph as fg
-from flowgraph._runner import Outcome, execute, run
+from flowgraph._runner import (
+    DEFAULT_CHECKPOINT_EVERY,
+    DEFAULT_CHECKPOINT_INTERVAL,
+    Outcome,
+    execute,
+    run,
+)
+from flowgraph._store import open_store
 
 BACKENDS = [
     pytest.param("asyncio", id="asyncio"),
@@ -176,3 +185,142 @@ def test_negative_grace_is_refused() -> None:
     """The grace period is a duration >= 0."""
     with pytest.raises(fg.GraphError, match=r"^grace must be >= 0 \(got -1\)$"):
         run(counting_graph(), handle_signals=True, grace=-1)
+
+
+# -- state=: one store for checkpoints and dead letters -------------------------------
+
+
+def checkpointed_graph(limit: int, resumed: list[Any], failing: int | None = None) -> fg.Graph:
+    """Offsets 0..limit-1 from a checkpointed source; *failing* is dead-lettered."""
+    graph = fg.Graph("offsets")
+
+    async def offsets(after: int | None) -> AsyncIterator[fg.Positioned]:
+        resumed.append(after)
+        for n in range(0 if after is None else after + 1, limit):
+            yield fg.Positioned(n, n)
+
+    def check(n: int) -> int:
+        if n == failing:
+            raise ValueError(f"bad {n}")
+        return n
+
+    async def drop(n: int) -> None:
+        pass
+
+    graph.chain(
+        graph.source(offsets, checkpoint=True),
+        graph.transform(check, on_error="dead_letter"),
+        graph.sink(drop),
+    )
+    return graph
+
+
+def stored(db: Path) -> tuple[dict[str, Any], list[Any]]:
+    """The checkpoints of graph 'offsets' in *db*, and the items of its dead letters."""
+
+    async def read() -> tuple[dict[str, Any], list[Any]]:
+        letters = await fg.DeadLetters(db).list()
+        return await fg.Checkpoints(db).load("offsets"), [d.item for d in letters]
+
+    return anyio.run(read)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_state_opens_one_store_for_checkpoints_and_dead_letters(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``state=`` opens its store once; checkpoints and dead letters both land in it."""
+    opened: list[object] = []
+
+    def counting_open_store(url: Any) -> Any:
+        opened.append(url)
+        return open_store(url)
+
+    monkeypatch.setattr("flowgraph._runner.open_store", counting_open_store)
+    db = tmp_path / "state.db"
+    run(checkpointed_graph(10, [], failing=4), backend=backend, state=db, checkpoint_every=3)
+    assert opened == [db]
+    assert stored(db) == ({"offsets": 9}, [4])
+
+
+def test_state_resumes_after_the_last_commit(tmp_path: Path) -> None:
+    """A second run on the same ``state=`` starts its checkpointed source after the first's end."""
+    resumed: list[Any] = []
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    assert run(checkpointed_graph(5, resumed), state=url).stats["drop"].items_in == 5
+    assert run(checkpointed_graph(8, resumed), state=url).stats["drop"].items_in == 3
+    assert resumed == [None, 4]
+
+
+def test_explicit_dead_letters_take_the_place_of_the_state_store(tmp_path: Path) -> None:
+    """``dead_letters=`` beside ``state=`` keeps the dead letters; checkpoints stay in the state."""
+    state, other = tmp_path / "state.db", tmp_path / "other.db"
+    graph = checkpointed_graph(6, [], failing=2)
+    run(graph, state=state, dead_letters=fg.DeadLetters(other))
+    assert stored(state) == ({"offsets": 5}, [])
+    assert stored(other) == ({}, [2])
+
+
+@posix_only
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_graceful_stop_commits_the_last_checkpoint(backend: str, tmp_path: Path) -> None:
+    """After a stop signal every consumed item is acknowledged, and the final commit records it."""
+    graph = fg.Graph("offsets")
+    consumed: list[int] = []
+
+    async def forever(after: int | None) -> AsyncIterator[fg.Positioned]:
+        n = 0
+        while True:
+            yield fg.Positioned(n, n)
+            n += 1
+            await anyio.sleep(0.001)
+
+    async def sink(n: int) -> None:
+        consumed.append(n)
+        if n == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    graph.chain(graph.source(forever, checkpoint=True), graph.sink(sink, workers=2))
+    db = tmp_path / "state.db"
+    # Commits only when the run ends: every= and interval= never come due.
+    outcome = execute(
+        graph,
+        backend=backend,
+        handle_signals=True,
+        state=db,
+        checkpoint_every=10_000,
+        checkpoint_interval=3600,
+    )
+    assert (outcome.signal, outcome.cancelled) == (signal.SIGTERM, False)
+    assert sorted(consumed) == list(range(len(consumed)))
+    assert stored(db) == ({"forever": len(consumed) - 1}, [])
+
+
+def test_bad_state_url_fails_before_the_run_starts() -> None:
+    """A ``state=`` that is not a store URL raises ValueError, and no node is called."""
+    resumed: list[Any] = []
+    with pytest.raises(ValueError, match=r"^unsupported state store URL scheme 'http'; "):
+        run(checkpointed_graph(5, resumed), state="http://example.com/state")
+    assert resumed == []
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"checkpoint_every": 0}, r"^checkpoint_every must be an int >= 1 \(got 0\)$"),
+        ({"checkpoint_interval": 0}, r"^checkpoint_interval must be > 0 \(got 0\)$"),
+    ],
+)
+def test_checkpoint_settings_are_checked(option: dict[str, Any], message: str) -> None:
+    """``checkpoint_every`` is an int >= 1 and ``checkpoint_interval`` a duration > 0."""
+    with pytest.raises(fg.GraphError, match=message):
+        run(counting_graph(), **option)
+
+
+def test_checkpoint_defaults_are_those_of_checkpoints() -> None:
+    """``run``'s checkpoint defaults are ``fg.Checkpoints``' own."""
+    defaults = fg.Checkpoints()
+    assert (defaults.every, defaults.interval) == (
+        DEFAULT_CHECKPOINT_EVERY,
+        DEFAULT_CHECKPOINT_INTERVAL,
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, assert_type
 
-
 import flowgraph as fg
 
 graph = fg.Graph("typing")
