@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
-from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, final
 
 from ._core._exceptions import GraphError
 from ._core._policy import to_seconds
-from ._store import StateStore, open_store
+from ._store import StateStore, StoreRef
 
 if TYPE_CHECKING:
+    import os
     from collections.abc import Mapping
     from datetime import timedelta
     from types import TracebackType
@@ -49,25 +48,15 @@ class Checkpoints:
     ) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise GraphError(f"every must be an int >= 1 (got {every!r})")
-        if not isinstance(store, str | os.PathLike | StateStore):
-            raise GraphError(f"store must be a URL, a path or a StateStore (got {store!r})")
         self.every = every
         self.interval = to_seconds("interval", interval)
-        self._target = store
-        self._store: StateStore | None = store if isinstance(store, StateStore) else None
-        self._exits: AsyncExitStack | None = None
-        self._depth = 0
+        self._ref = StoreRef(store, owner="Checkpoints")
 
     def __repr__(self) -> str:
-        target = self._target if isinstance(self._target, str) else type(self._target).__name__
-        return f"Checkpoints({target!r}, every={self.every}, interval={self.interval})"
+        return f"Checkpoints({self._ref.describe()}, every={self.every}, interval={self.interval})"
 
     async def __aenter__(self) -> Checkpoints:
-        if self._depth == 0 and not isinstance(self._target, StateStore):
-            exits = AsyncExitStack()
-            self._store = await exits.enter_async_context(open_store(self._target))
-            self._exits = exits
-        self._depth += 1
+        await self._ref.open()
         return self
 
     async def __aexit__(
@@ -76,17 +65,12 @@ class Checkpoints:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._depth -= 1
-        if self._depth == 0 and self._exits is not None:
-            exits, self._exits, self._store = self._exits, None, None
-            await exits.aclose()
+        await self._ref.close()
 
     @property
     def store(self) -> StateStore:
         """The open store; raises ``RuntimeError`` outside ``async with`` or a run."""
-        if self._store is None:
-            raise RuntimeError("Checkpoints is not open: use `async with` or pass it to a run")
-        return self._store
+        return self._ref.store
 
     async def load(self, graph: str) -> dict[str, Any]:
         """The committed position of every checkpointed source of *graph*."""

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, final
 
 from ._core._exceptions import GraphError, NodeError
-from ._store import StateStore, open_store
+from ._store import StateStore, StoreRef
 
 if TYPE_CHECKING:
+    import os
     from types import TracebackType
 
     from ._core._graph import Graph
@@ -64,24 +63,14 @@ class DeadLetters:
     ) -> None:
         if serializer not in ("json", "pickle"):
             raise GraphError(f"serializer must be 'json' or 'pickle' (got {serializer!r})")
-        if not isinstance(store, str | os.PathLike | StateStore):
-            raise GraphError(f"store must be a URL, a path or a StateStore (got {store!r})")
         self.serializer: Serializer = serializer
-        self._target = store
-        self._store: StateStore | None = store if isinstance(store, StateStore) else None
-        self._exits: AsyncExitStack | None = None
-        self._depth = 0
+        self._ref = StoreRef(store, owner="DeadLetters")
 
     def __repr__(self) -> str:
-        target = self._target if isinstance(self._target, str) else type(self._target).__name__
-        return f"DeadLetters({target!r}, serializer={self.serializer!r})"
+        return f"DeadLetters({self._ref.describe()}, serializer={self.serializer!r})"
 
     async def __aenter__(self) -> DeadLetters:
-        if self._depth == 0 and not isinstance(self._target, StateStore):
-            exits = AsyncExitStack()
-            self._store = await exits.enter_async_context(open_store(self._target))
-            self._exits = exits
-        self._depth += 1
+        await self._ref.open()
         return self
 
     async def __aexit__(
@@ -90,17 +79,12 @@ class DeadLetters:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._depth -= 1
-        if self._depth == 0 and self._exits is not None:
-            exits, self._exits, self._store = self._exits, None, None
-            await exits.aclose()
+        await self._ref.close()
 
     @property
     def store(self) -> StateStore:
         """The open store; raises ``RuntimeError`` outside ``async with`` or a run."""
-        if self._store is None:
-            raise RuntimeError("DeadLetters is not open: use `async with` or pass it to a run")
-        return self._store
+        return self._ref.store
 
     async def handle(self, failure: Failure) -> None:
         """Store a failed item (the ``FailureHandler`` protocol)."""

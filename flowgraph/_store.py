@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import (
     TYPE_CHECKING,
@@ -29,7 +29,7 @@ from typing import (
     runtime_checkable,
 )
 
-from ._core._exceptions import StoreError
+from ._core._exceptions import GraphError, StoreError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -294,6 +294,50 @@ def parse_store_url(url: str | os.PathLike[str]) -> tuple[Literal["sqlite", "pos
             )
         return "sqlite", rest[1:]
     raise ValueError(f"unsupported state store URL scheme {scheme!r}; use one of: {_SCHEMES}")
+
+
+class StoreRef:
+    """A state store named by URL or path, or given open, opened on first use.
+
+    Nested opens share one store, closed when the outermost closes, so a store
+    can be opened around several runs and by each run. A store given open is
+    used as it is and never closed here.
+    """
+
+    def __init__(self, store: str | os.PathLike[str] | StateStore, *, owner: str) -> None:
+        if not isinstance(store, str | os.PathLike | StateStore):
+            raise GraphError(f"store must be a URL, a path or a StateStore (got {store!r})")
+        self.target = store
+        self.owner = owner
+        self._store: StateStore | None = store if isinstance(store, StateStore) else None
+        self._exits: AsyncExitStack | None = None
+        self._depth = 0
+
+    def describe(self) -> str:
+        """The target as a repr: the URL or path, or the open store's class name."""
+        target = self.target
+        return repr(target if isinstance(target, str) else type(target).__name__)
+
+    async def open(self) -> StateStore:
+        if self._depth == 0 and not isinstance(self.target, StateStore):
+            exits = AsyncExitStack()
+            self._store = await exits.enter_async_context(open_store(self.target))
+            self._exits = exits
+        self._depth += 1
+        return self.store
+
+    async def close(self) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._exits is not None:
+            exits, self._exits, self._store = self._exits, None, None
+            await exits.aclose()
+
+    @property
+    def store(self) -> StateStore:
+        """The open store; raises ``RuntimeError`` when it is not open."""
+        if self._store is None:
+            raise RuntimeError(f"{self.owner} is not open: use `async with` or pass it to a run")
+        return self._store
 
 
 @asynccontextmanager

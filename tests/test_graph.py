@@ -188,7 +188,9 @@ def test_policies_must_be_policies() -> None:
 def test_timeout_must_be_positive() -> None:
     """timeout=0 is refused."""
     g = fg.Graph("g")
-    with pytest.raises(fg.GraphError, match=r"^timeout of transform 'atransform' must be > 0 \(got 0\)$"):
+    with pytest.raises(
+        fg.GraphError, match=r"^timeout of transform 'atransform' must be > 0 \(got 0\)$"
+    ):
         g.transform(atransform, timeout=0)
 
 
