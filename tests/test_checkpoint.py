@@ -240,6 +240,35 @@ async def test_stop_commits_what_drained() -> None:
     assert sorted(got) == list(range(len(got)))
 
 
+async def test_stop_that_cancels_a_send_after_delivery_still_acknowledges_the_item() -> None:
+    """An item taken from a blocked source just as stop() cancels it is processed and committed.
+
+    With ``buffer=0`` and a busy sink the source waits in ``send``; the sink
+    takes item 5 and stops the run before the source resumes, so on asyncio the
+    source's send raises cancellation although the item was delivered (trio
+    lets that send return and may send one more before the cancellation lands).
+    """
+    store = MemoryCheckpoints(every=1000, interval=1000)
+    got: list[int] = []
+    runs: list[fg.Run] = []
+
+    async def sink(x: int) -> None:
+        got.append(x)
+        if x == 5:
+            runs[0].stop(grace=5)
+        else:
+            await anyio.sleep(0.001)  # busy, so the source blocks in send with the next item
+
+    g = fg.Graph("g")
+    g.chain(g.source(offsets(100), name="src", checkpoint=True), g.sink(sink, buffer=0))
+    async with fg.open_run(g, checkpoints=store) as run:
+        runs.append(run)
+    assert run.result.stopped
+    assert got[:6] == list(range(6))
+    assert got == list(range(len(got)))
+    assert store.positions == {"src": got[-1]}
+
+
 async def test_sqlite_checkpoints_survive_reopening(tmp_path: Path) -> None:
     """fg.Checkpoints keeps positions in a real SQLite file across runs."""
     db = tmp_path / "state.db"

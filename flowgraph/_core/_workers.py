@@ -308,9 +308,13 @@ async def _produce(nr: NodeRun, emit: Emit) -> None:
                     ticket = tracker.issue_nowait(value.position) or await tracker.issue(
                         value.position
                     )
-                    if (waiting := emit((ticket, item))) is not None:
-                        await waiting
-                    ticket.release()
+                    try:
+                        if (waiting := emit((ticket, item))) is not None:
+                            await waiting
+                    finally:
+                        # A send cancelled by stop() may still have delivered the item;
+                        # the delivery holds the ticket (see _edges), so this hold can go.
+                        ticket.release()
                 elif tracking is not None:
                     if (waiting := emit((UNTRACKED, item))) is not None:
                         await waiting
