@@ -31,6 +31,7 @@ from ._core import RunStarted as RunStarted
 from ._core import RunStatistics as RunStatistics
 from ._core import StoreError as StoreError
 from ._core import open_run as open_run
+from ._daemon import poll as poll
 from ._dead_letter import DeadLetters as DeadLetters
 from ._dead_letter import ReplayResult as ReplayResult
 from ._progress import open_progress as open_progress
@@ -81,6 +82,7 @@ __all__ = [
     "open_progress",
     "open_run",
     "open_store",
+    "poll",
     "run",
 ]
 
