@@ -43,6 +43,7 @@ from ._runner import run as run
 from ._store import DeadLetter as DeadLetter
 from ._store import StateStore as StateStore
 from ._store import open_store as open_store
+from ._upsert import Upsert as Upsert
 
 __version__ = "0.1.0"
 
@@ -79,6 +80,7 @@ __all__ = [
     "RunStatistics",
     "StateStore",
     "StoreError",
+    "Upsert",
     "open_progress",
     "open_run",
     "open_store",

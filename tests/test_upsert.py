@@ -1,0 +1,325 @@
+"""Upsert sinks: one row per key in SQLite and PostgreSQL, however often items are replayed."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from anyio import wait_all_tasks_blocked
+
+import flowgraph as fg
+from flowgraph import _upsert
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database URL: a fresh SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'data.db'}"
+    url: str = request.getfixturevalue("postgres_schema_url")
+    return url
+
+
+@contextlib.contextmanager
+def connect(url: str) -> Iterator[Any]:
+    if url.startswith("sqlite:///"):
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as connection:
+            yield connection
+    else:
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as connection:
+            yield connection
+
+
+def query(url: str, sql: str) -> list[tuple[Any, ...]]:
+    with connect(url) as connection:
+        return [tuple(row) for row in connection.execute(sql).fetchall()]
+
+
+def execute(url: str, sql: str) -> None:
+    with connect(url) as connection:
+        connection.execute(sql)
+        if url.startswith("sqlite:///"):
+            connection.commit()
+
+
+def store_graph(items: list[Any], sink: fg.Upsert, **options: Any) -> fg.Graph:
+    graph = fg.Graph("load")
+    graph.chain(graph.source(items, name="items"), graph.sink(sink, **options))
+    return graph
+
+
+async def test_replayed_items_leave_one_row_per_key(db_url: str) -> None:
+    """Running the same load twice, then with new values, keeps one row per key, updated."""
+    items = [{"id": i, "name": f"n{i}", "score": i * 0.5} for i in range(50)]
+    sink = fg.Upsert(db_url, "events")
+    graph = store_graph(items, sink, workers=4)
+    await graph.run()
+    await graph.run()
+    assert query(db_url, "SELECT count(*), count(DISTINCT id) FROM events") == [(50, 50)]
+    await store_graph([{**item, "name": "new"} for item in items[:10]], sink).run()
+    rows = query(db_url, "SELECT id, name, score FROM events ORDER BY id")
+    assert rows[:2] == [(0, "new", 0.0), (1, "new", 0.5)]
+    assert rows[10:12] == [(10, "n10", 5.0), (11, "n11", 5.5)]
+
+
+async def test_an_item_updates_only_the_columns_it_has(db_url: str) -> None:
+    """On conflict, columns missing from the item keep their values."""
+    async with fg.Upsert(db_url, "t") as sink:
+        await sink({"id": 1, "a": "x", "b": 2})
+        await sink({"id": 1, "b": 3})
+        await sink({"id": 2, "b": 4})
+        await sink({"id": 2})
+    assert query(db_url, "SELECT id, a, b FROM t ORDER BY id") == [(1, "x", 3), (2, None, 4)]
+
+
+async def test_values_are_stored_with_types_inferred_from_the_first_item(db_url: str) -> None:
+    """int, float, str, bytes, bool, JSON, datetime, date, Decimal and UUID columns."""
+    when = dt.datetime(2024, 5, 6, 7, 8, 9, tzinfo=dt.UTC)
+    ident = uuid.UUID(int=7)
+    item = {
+        "id": 1,
+        "f": 1.5,
+        "s": "text",
+        "b": b"\x00\x01",
+        "ok": True,
+        "doc": {"k": [1, 2]},
+        "at": when,
+        "day": when.date(),
+        "amount": Decimal("1.10"),
+        "ref": ident,
+    }
+    async with fg.Upsert(db_url, "typed") as sink:
+        await sink(item)
+    (row,) = query(db_url, "SELECT f, s, b, ok, doc, at, day, amount, ref FROM typed")
+    if db_url.startswith("sqlite"):
+        expected = (1.5, "text", b"\x00\x01", 1, '{"k":[1,2]}')
+        assert row == (*expected, when.isoformat(), "2024-05-06", "1.10", str(ident))
+    else:
+        assert row == (
+            1.5,
+            "text",
+            b"\x00\x01",
+            True,
+            {"k": [1, 2]},
+            when,
+            when.date(),
+            Decimal("1.10"),
+            ident,
+        )
+
+
+async def test_columns_mapping_creates_the_table_with_those_types_when_opened(
+    db_url: str,
+) -> None:
+    """columns={name: SQL type} creates the table at open, before any item."""
+    types = {"id": "BIGINT", "body": "TEXT", "n": "INTEGER"}
+    async with fg.Upsert(db_url, "declared", columns=types):
+        pass
+    if db_url.startswith("sqlite"):
+        info = query(db_url, "SELECT name, type, pk FROM pragma_table_info('declared')")
+        assert info == [("id", "BIGINT", 1), ("body", "TEXT", 0), ("n", "INTEGER", 0)]
+    else:
+        info = query(
+            db_url,
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_name = 'declared' ORDER BY ordinal_position",
+        )
+        assert info == [("id", "bigint"), ("body", "text"), ("n", "integer")]
+
+
+async def test_columns_sequence_writes_only_those_keys(db_url: str) -> None:
+    """With columns=[...], other keys of an item are ignored."""
+    async with fg.Upsert(db_url, "slim", columns=["id", "name"]) as sink:
+        await sink({"id": 1, "name": "a", "payload": {"huge": True}})
+    assert query(db_url, "SELECT * FROM slim") == [(1, "a")]
+
+
+async def test_composite_key_and_a_list_item_in_one_transaction(db_url: str) -> None:
+    """key=(a, b) identifies rows by both; a list of mappings is written together."""
+    async with fg.Upsert(db_url, "pairs", key=("source", "id")) as sink:
+        await sink([{"source": "x", "id": 1, "v": 1}, {"source": "y", "id": 1, "v": 2}])
+        await sink([{"source": "x", "id": 1, "v": 3}])
+    assert query(db_url, "SELECT source, id, v FROM pairs ORDER BY source") == [
+        ("x", 1, 3),
+        ("y", 1, 2),
+    ]
+
+
+async def test_one_bad_item_fails_alone_in_a_group_commit(db_url: str) -> None:
+    """Items queued together share a transaction; a bad one fails only itself."""
+    execute(db_url, "CREATE TABLE checked (id INTEGER PRIMARY KEY, v INTEGER CHECK (v >= 0))")
+    items = [{"id": i, "v": -1 if i % 10 == 3 else i} for i in range(40)]
+    result = await store_graph(
+        items, fg.Upsert(db_url, "checked"), workers=8, on_error="skip"
+    ).run()
+    assert result.stats["upsert_checked"].skipped == 4
+    assert query(db_url, "SELECT count(*) FROM checked") == [(36,)]
+
+
+async def test_concurrent_calls_are_committed_in_groups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls that arrive while a write runs go into the next transaction together."""
+    transactions: list[int] = []
+    transact = _upsert._SQLite.transact
+
+    def counting(self: Any, rows: list[Any], table: str, key: tuple[str, ...]) -> None:
+        transactions.append(len(rows))
+        transact(self, rows, table, key)
+
+    monkeypatch.setattr(_upsert._SQLite, "transact", counting)
+    async with fg.Upsert(tmp_path / "g.db", "g") as sink, anyio.create_task_group() as tg:
+        for i in range(20):
+            tg.start_soon(sink, {"id": i})
+    assert sum(transactions) == 20
+    assert len(transactions) < 20
+
+
+async def test_a_call_cancelled_while_waiting_is_withdrawn(tmp_path: Path) -> None:
+    """A call cancelled before its rows were taken writes nothing."""
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    async with fg.Upsert(url, "c") as sink:
+        await sink({"id": 0})
+        lock, release = sink._lock, anyio.Event()
+        assert lock is not None
+
+        async def hold_the_connection() -> None:
+            async with lock:
+                await release.wait()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(hold_the_connection)
+            await wait_all_tasks_blocked()
+            with anyio.move_on_after(0.01):
+                await sink({"id": 1})
+            release.set()
+        await sink({"id": 2})
+    assert query(url, "SELECT id FROM c ORDER BY id") == [(0,), (2,)]
+
+
+async def test_item_without_the_key_is_a_clear_error(db_url: str) -> None:
+    """A missing or None key names the key, the item and the table."""
+    async with fg.Upsert(db_url, "events") as sink:
+        with pytest.raises(
+            ValueError, match=r"^item \{'name': 'x'\} has no key column 'id' for table 'events'$"
+        ):
+            await sink({"name": "x"})
+        with pytest.raises(
+            ValueError,
+            match=r"^item \{'id': None\} has None as key column 'id' for table 'events'$",
+        ):
+            await sink({"id": None})
+        with pytest.raises(TypeError, match=r"^Upsert into 'events' takes a mapping .*\(got 3\)$"):
+            await sink(3)  # type: ignore[arg-type]
+
+
+async def test_item_with_a_key_that_is_not_a_column_is_a_clear_error(db_url: str) -> None:
+    """Keys the table lacks, or that are not identifiers, are refused before any SQL."""
+    async with fg.Upsert(db_url, "events") as sink:
+        await sink({"id": 1, "name": "a"})
+        with pytest.raises(
+            ValueError,
+            match=r"^item \{'extra': 1, 'id': 2\} has key\(s\) \['extra'\] that are not columns of table 'events'",
+        ):
+            await sink({"id": 2, "extra": 1})
+        with pytest.raises(ValueError, match=r"has key 'a b', which is not a simple identifier"):
+            await sink({"id": 3, "a b": 1})
+    assert query(db_url, "SELECT id FROM events") == [(1,)]
+
+
+async def test_missing_key_fails_the_node_naming_the_item(tmp_path: Path) -> None:
+    """In a run, the error reaches the caller as a NodeError for the sink and the item."""
+    graph = store_graph([{"nope": 1}], fg.Upsert(tmp_path / "e.db", "events"))
+    with pytest.raises(fg.NodeError, match=r"upsert_events.*\{'nope': 1\}") as info:
+        await graph.run()
+    assert isinstance(info.value.__cause__, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"table": "events; DROP TABLE x"},
+            r"^table name 'events; DROP TABLE x' is not a simple identifier: use letters, digits "
+            r"and underscores, not starting with a digit, at most 63 characters$",
+        ),
+        ({"table": "a.b.c"}, r"^table 'a.b.c' must be 'name' or 'schema.name'$"),
+        ({"key": 'id"'}, r"^key column 'id\"' is not a simple identifier"),
+        ({"key": ()}, r"^key must name at least one column$"),
+        ({"columns": ["id", "1st"]}, r"^column '1st' is not a simple identifier"),
+        (
+            {"columns": {"id": "TEXT); DROP TABLE x; --"}},
+            r"^SQL type of column 'id' is malformed: 'TEXT\); DROP TABLE x; --'$",
+        ),
+        ({"columns": ["name"]}, r"^key column\(s\) \['id'\] must be among columns= \['name'\]$"),
+        ({"url": "mysql://x"}, r"^Upsert needs a database URL: unsupported state store URL"),
+    ],
+)
+def test_bad_names_are_refused_at_declaration(options: dict[str, Any], message: str) -> None:
+    """Identifiers are validated (never interpolated unchecked) when the sink is declared."""
+    arguments: dict[str, Any] = {"url": "x.db", "table": "events", **options}
+    with pytest.raises(fg.GraphError, match=message):
+        fg.Upsert(arguments.pop("url"), arguments.pop("table"), **arguments)
+
+
+async def test_existing_table_without_the_key_column_is_refused_when_opened(db_url: str) -> None:
+    """A table that lacks the key column fails at open, saying what to pass."""
+    execute(db_url, "CREATE TABLE legacy (uid INTEGER PRIMARY KEY, v TEXT)")
+    with pytest.raises(
+        fg.StoreError,
+        match=r"^table 'legacy' has no key column\(s\) \['id'\]; pass key= naming the columns",
+    ):
+        async with fg.Upsert(db_url, "legacy"):
+            pass  # pragma: no cover
+    async with fg.Upsert(db_url, "legacy", key="uid") as sink:
+        await sink({"uid": 1, "v": "a"})
+        await sink({"uid": 1, "v": "b"})
+    assert query(db_url, "SELECT uid, v FROM legacy") == [(1, "b")]
+
+
+async def test_existing_table_without_a_unique_key_fails_with_the_database_error(
+    db_url: str,
+) -> None:
+    """ON CONFLICT needs a unique constraint on the key; the error names table and item."""
+    execute(db_url, "CREATE TABLE loose (id INTEGER, v TEXT)")
+    async with fg.Upsert(db_url, "loose") as sink:
+        with pytest.raises(
+            fg.StoreError, match=r"^upsert into 'loose' failed on item \{'id': 1, 'v': 'a'\}: "
+        ):
+            await sink({"id": 1, "v": "a"})
+
+
+async def test_a_call_outside_a_run_or_async_with_is_refused(tmp_path: Path) -> None:
+    """The connection exists only while the sink is open."""
+    sink = fg.Upsert(tmp_path / "x.db", "events")
+    with pytest.raises(RuntimeError, match=r"^Upsert into 'events' is not open"):
+        await sink({"id": 1})
+
+
+async def test_schema_qualified_table_in_sqlite(tmp_path: Path) -> None:
+    """'schema.table' is quoted part by part."""
+    url = f"sqlite:///{tmp_path / 'q.db'}"
+    async with fg.Upsert(url, "main.events") as sink:
+        await sink({"id": 1})
+    assert query(url, "SELECT id FROM events") == [(1,)]
+
+
+def test_repr_and_node_name() -> None:
+    """The repr is the call that rebuilds it; the node is named after the table."""
+    sink = fg.Upsert(
+        "sqlite:///d.db", "raw.events", key=("a", "b"), columns={"a": "TEXT", "b": "INT"}
+    )
+    assert repr(sink) == (
+        "Upsert('sqlite:///d.db', 'raw.events', key=('a', 'b'), columns={'a': 'TEXT', 'b': 'INT'})"
+    )
+    assert fg.Graph("g").sink(sink).name == "upsert_raw_events"
