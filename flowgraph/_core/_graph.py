@@ -186,18 +186,18 @@ class Graph:
         threads, at most *workers* at once, unless ``inline=True`` says they are
         quick enough to run on the event loop.
 
-        Args:
-            name: node name, unique in the graph (default: the function's name).
-            workers: how many items the node processes concurrently.
-            buffer: capacity of the node's input stream; a full buffer pushes back
+        Keyword Args:
+            name (str | None): node name, unique in the graph (default: the function's name).
+            workers (int): how many items the node processes concurrently.
+            buffer (int): capacity of the node's input stream; a full buffer pushes back
                 on the upstream nodes. ``0`` hands items over one at a time.
-            ordered: emit outputs in input order even with several workers.
-            inline: run a sync function on the event loop instead of in a thread.
-            retry: a retry policy such as ``fg.Retry(attempts=5)``.
-            rate: a rate limit such as ``fg.Rate(10, per=1.0)``, possibly shared.
-            limit: a concurrency limit shared with other nodes, ``fg.Limit(4)``.
-            timeout: seconds one item may take, all attempts included.
-            on_error: what to do with an item that still fails: ``"raise"`` fails
+            ordered (bool): emit outputs in input order even with several workers.
+            inline (bool): run a sync function on the event loop instead of in a thread.
+            retry (Policy | None): a retry policy such as ``fg.Retry(attempts=5)``.
+            rate (Policy | None): a rate limit such as ``fg.Rate(10, per=1.0)``, possibly shared.
+            limit (Policy | None): a concurrency limit shared with other nodes, ``fg.Limit(4)``.
+            timeout (float | timedelta | None): seconds one item may take, all attempts included.
+            on_error (str): what to do with an item that still fails: ``"raise"`` fails
                 the run, ``"skip"`` counts and drops it, ``"dead_letter"`` stores it.
 
         Raises:
