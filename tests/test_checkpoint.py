@@ -288,25 +288,25 @@ async def test_sqlite_checkpoints_survive_reopening(tmp_path: Path) -> None:
 @settings(max_examples=40)
 @given(
     delays=st.lists(st.integers(0, 3), min_size=1, max_size=40),
-    fan_out=st.booleans(),
+    shape=st.sampled_from(["one sink", "fan-out", "route"]),
     workers=st.integers(1, 4),
 )
 async def test_checkpoint_never_passes_an_unfinished_item(
-    delays: list[int], fan_out: bool, workers: int
+    delays: list[int], shape: str, workers: int
 ) -> None:
     """Whatever the completion order, every item at or below a committed position is finished.
 
-    Items flow through a flat-map (x -> x, x), a filter (drops odd outputs of
-    multiples of 3) and optionally a fan-out to two sinks.
+    Items flow through a flat-map (x -> x, x), a filter (drops the second copy
+    of multiples of 3), then to one sink, to two sinks (fan-out: each gets every
+    copy) or routed by parity to one of two sinks.
     """
     n = len(delays)
     store = MemoryCheckpoints(every=1)
     finished: Counter[int] = Counter()
     expected: Counter[int] = Counter()
     for i in range(n):
-        outs = [i, i] if i % 3 else [i]  # the filter keeps one copy of multiples of 3
-        for _ in outs:
-            expected[i] += 2 if fan_out else 1
+        copies = 2 if i % 3 else 1
+        expected[i] = copies * (2 if shape == "fan-out" else 1)
     violations: list[tuple[int, int]] = []
 
     async def explode(x: int) -> AsyncIterator[int]:
@@ -323,9 +323,15 @@ async def test_checkpoint_never_passes_an_unfinished_item(
     src = g.source(offsets(n), name="src", checkpoint=True)
     mid = g.transform(explode, workers=workers)
     g.connect(src, mid)
-    g.connect(mid, g.sink(consume, name="a", workers=workers))
-    if fan_out:
-        g.connect(mid, g.sink(consume, name="b", workers=workers))
+    a = g.sink(consume, name="a", workers=workers)
+    if shape == "one sink":
+        g.connect(mid, a)
+    else:
+        b = g.sink(consume, name="b", workers=workers)
+        if shape == "fan-out":
+            g.connect(mid, a, b)
+        else:
+            g.route(mid, by=lambda x: x % 2, to={0: a, 1: b})
 
     @g.on(fg.CheckpointCommitted)
     def check(event: fg.CheckpointCommitted) -> None:
