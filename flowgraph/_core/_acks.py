@@ -1,11 +1,14 @@
 """Acknowledgement tracking: when has every item derived from a source item been finished?
 
 With a checkpoint store, every item on an edge travels as ``(ticket, item)``.
-A ticket belongs to one source item and counts the deliveries still pending:
-each send to a downstream node adds one, and a node that has finished with an
-item (consumed it in a sink, emitted its outputs, filtered it out, skipped or
-dead-lettered it) releases one. When the count reaches zero the source item is
-acknowledged.
+A ticket belongs to one source item and counts its holds: one per copy of it,
+or of an item derived from it, that a node has yet to finish with. Sending an
+item hands the sender's hold to the receiving node (a fan-out to k nodes adds
+k - 1 holds, a generator with k outputs turns its input's hold into k), and a
+node releases its hold when it has consumed the item in a sink, filtered it
+out, skipped or dead-lettered it. When the count reaches zero the source item
+is acknowledged. Holds are added before the send they cover, so a send that is
+cancelled, delivered or not, can only delay an acknowledgement, never advance it.
 
 Per source, a low watermark advances over acknowledged items in emission order:
 the committed position is that of the highest item such that it and every
@@ -35,13 +38,14 @@ FINAL_COMMIT_GRACE = 10.0
 
 
 @final
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Positioned:
     """An item from a checkpointed source, with the position to resume after it.
 
     The position is any JSON value: an offset, a cursor, a timestamp, a dict.
     On restart the source is called with the last committed position and should
-    produce the items *after* it.
+    produce the items *after* it. Not frozen: a source makes one per item, and
+    a frozen dataclass takes twice as long to make.
     """
 
     item: Any
@@ -65,7 +69,7 @@ class CheckpointStore(Protocol):
 
 
 class Ticket:
-    """One source item's count of deliveries still pending."""
+    """One source item's count of holds: deliveries and derived items not yet finished."""
 
     __slots__ = ("pending", "position", "seq", "tracker")
 
@@ -73,12 +77,12 @@ class Ticket:
         self.tracker = tracker
         self.seq = seq
         self.position = position
-        self.pending = 1  # the source's own hold, released once it has emitted the item
+        self.pending = 1  # the source's hold, which its emit passes to the delivery
 
     def release(self) -> None:
         self.pending -= 1
         if not self.pending and self.tracker is not None:
-            self.tracker.ack(self)
+            self.tracker.ack(self.seq, self.position)
 
 
 UNTRACKED = Ticket(None, -1, None)
@@ -118,22 +122,22 @@ class SourceTracker:
             ticket = self.issue_nowait(position)
         return ticket
 
-    def ack(self, ticket: Ticket) -> None:
-        seq = ticket.seq
-        if seq == self.lowest_unacked:
-            self.watermark = ticket.position
+    def ack(self, seq: int, position: Any) -> None:
+        if seq != self.lowest_unacked:
+            self.acked[seq] = position
+        else:
+            self.watermark = position
             seq += 1
             acked = self.acked
-            while seq in acked:
-                self.watermark = acked.pop(seq)
-                seq += 1
+            if acked:
+                while seq in acked:
+                    self.watermark = acked.pop(seq)
+                    seq += 1
             self.lowest_unacked = seq
             self.advanced = True
             if self.room is not None:
                 self.room.set()
                 self.room = None
-        else:
-            self.acked[seq] = ticket.position
         tracking = self.tracking
         tracking.acks_since_commit += 1
         if tracking.acks_since_commit == tracking.every:

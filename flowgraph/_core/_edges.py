@@ -23,6 +23,7 @@ from anyio import WouldBlock
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectSendStream
 
+    from ._acks import Ticket
     from ._graph import Route
 
 Emit = Callable[[Any], "Awaitable[None] | None"]
@@ -43,44 +44,20 @@ def make_emitter(
     to the output that ``route.by(item)`` names; an item the route cannot place
     is handed to *fail*, like an item whose function failed.
 
-    When *tracked*, items are ``(ticket, item)`` envelopes and every delivery
-    adds one to the ticket's pending count (see ``_acks``).
+    When *tracked*, items are ``(ticket, item)`` envelopes. The caller's hold on
+    the ticket passes to the delivery, and a fan-out adds one hold per extra
+    delivery (see ``_acks``), all before the first send: a send that is
+    cancelled keeps its hold, so the item is never acknowledged unless it was
+    delivered and finished.
     """
     if route is not None:
         return _routing_emitter(node, outputs, route, fail, tracked)
     streams = list(outputs.values())
-    if tracked:
-        return _tracked_emitter(streams)
     if len(streams) == 1:
         return _single_emitter(streams[0])
+    if tracked:
+        return _tracked_fan_out_emitter(streams)
     return _fan_out_emitter(streams)
-
-
-def _tracked_emitter(streams: Sequence[MemoryObjectSendStream[Any]]) -> Emit:
-    def emit(envelope: tuple[Any, Any]) -> Awaitable[None] | None:
-        ticket = envelope[0]
-        for index, stream in enumerate(streams):
-            ticket.pending += 1
-            try:
-                stream.send_nowait(envelope)
-            except WouldBlock:
-                ticket.pending -= 1
-                return _send_tracked_from(streams, index, envelope)
-        return None
-
-    return emit
-
-
-async def _send_tracked_from(
-    streams: Sequence[MemoryObjectSendStream[Any]], index: int, envelope: tuple[Any, Any]
-) -> None:
-    ticket = envelope[0]
-    for stream in streams[index:]:
-        ticket.pending += 1
-        try:
-            stream.send_nowait(envelope)
-        except WouldBlock:
-            await stream.send(envelope)
 
 
 def _single_emitter(stream: MemoryObjectSendStream[Any]) -> Emit:
@@ -118,6 +95,17 @@ async def _send_from(streams: Sequence[MemoryObjectSendStream[Any]], index: int,
             await stream.send(item)
 
 
+def _tracked_fan_out_emitter(streams: Sequence[MemoryObjectSendStream[Any]]) -> Emit:
+    extra = len(streams) - 1
+    fan_out = _fan_out_emitter(streams)
+
+    def emit(envelope: tuple[Any, Any]) -> Awaitable[None] | None:
+        envelope[0].pending += extra
+        return fan_out(envelope)
+
+    return emit
+
+
 def _routing_emitter(
     node: str,
     outputs: Mapping[str, MemoryObjectSendStream[Any]],
@@ -142,9 +130,7 @@ def _routing_emitter(
                     f"(known keys: {', '.join(map(repr, table))})"
                 )
         except Exception as exc:
-            return fail(value, exc)
-        if tracked:
-            item[0].pending += 1
+            return _fail_and_release(fail, value, exc, item[0]) if tracked else fail(value, exc)
         try:
             stream.send_nowait(item)
         except WouldBlock:
@@ -152,3 +138,9 @@ def _routing_emitter(
         return None
 
     return emit
+
+
+async def _fail_and_release(fail: Fail, item: Any, error: Exception, ticket: Ticket) -> None:
+    """An item the route cannot place is handled like a failed one, then lets go of its ticket."""
+    await fail(item, error)
+    ticket.release()

@@ -67,9 +67,9 @@ class Counters:
 
     __slots__ = (
         "dead_lettered",
+        "done",
         "errors",
         "finished_at",
-        "in_flight",
         "items_in",
         "items_out",
         "latency",
@@ -85,7 +85,7 @@ class Counters:
         self.retries = 0
         self.skipped = 0
         self.dead_lettered = 0
-        self.in_flight = 0
+        self.done = 0  # items taken and finished: items_in - done are in flight
         self.latency = Latency()
         self.started_at: float | None = None
         self.finished_at: float | None = None

@@ -34,6 +34,7 @@ from ._stats import (
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+    from ._acks import SourceTracker
     from ._edges import Emit
     from ._run import Run
 
@@ -109,7 +110,7 @@ class NodeRun:
             retries=c.retries,
             skipped=c.skipped,
             dead_lettered=c.dead_lettered,
-            in_flight=c.in_flight,
+            in_flight=c.items_in - c.done,
             queue_depth=queue.current_buffer_used if queue else 0,
             queue_capacity=int(queue.max_buffer_size) if queue else 0,
             workers=node.workers,
@@ -145,8 +146,9 @@ async def _consume(nr: NodeRun, emit: Emit | None) -> None:
     """Take items until the input ends; call the node on each; emit its outputs.
 
     When the run tracks acknowledgements, items are ``(ticket, item)``
-    envelopes: outputs carry the same ticket, and the input's hold on it is
-    released once its outputs are sent or it was dropped, skipped or dead-lettered.
+    envelopes and outputs carry the same ticket. The input's hold on it passes
+    to its one output, or becomes one hold per output of a generator, or is
+    released when the item is consumed by a sink, dropped, skipped or dead-lettered.
     """
     inbox = nr.inbox
     assert inbox is not None
@@ -170,7 +172,6 @@ async def _consume(nr: NodeRun, emit: Emit | None) -> None:
         if tracked:
             ticket, item = item
         counters.items_in += 1
-        counters.in_flight += 1
         try:
             if sample:
                 sample -= 1
@@ -182,21 +183,27 @@ async def _consume(nr: NodeRun, emit: Emit | None) -> None:
                 record_latency(perf_counter() - started)
         except Exception as exc:
             await fail(item, exc)
+            if tracked:
+                ticket.release()
         else:
             if emit is None:
                 counters.items_out += 1
+                if tracked:
+                    ticket.release()
             elif many:
+                if tracked:
+                    ticket.pending += len(result)
                 for out in result:
                     if (waiting := emit((ticket, out) if tracked else out)) is not None:
                         await waiting
                 counters.items_out += len(result)
+                if tracked:
+                    ticket.release()
             else:
                 if (waiting := emit((ticket, result) if tracked else result)) is not None:
                     await waiting
                 counters.items_out += 1
-        if tracked:
-            ticket.release()
-        counters.in_flight -= 1
+        counters.done += 1
         budget -= 1
         if not budget:
             budget = YIELD_EVERY
@@ -250,7 +257,6 @@ async def _consume_in_order(nr: NodeRun, turns: Turns, emit: Emit | None) -> Non
         if tracked:
             ticket, item = item
         counters.items_in += 1
-        counters.in_flight += 1
         started = time.perf_counter()
         try:
             result = await call(item)
@@ -260,19 +266,23 @@ async def _consume_in_order(nr: NodeRun, turns: Turns, emit: Emit | None) -> Non
                 await nr.fail(item, exc)
             finally:
                 turns.done()
+            if tracked:
+                ticket.release()
         else:
             counters.latency.record(time.perf_counter() - started)
             await turns.wait(turn)
             outs = result if many else (result,)
             if emit is not None:
+                if tracked:
+                    ticket.pending += len(outs)
                 for out in outs:
                     if (waiting := emit((ticket, out) if tracked else out)) is not None:
                         await waiting
             counters.items_out += len(outs)
             turns.done()
-        if tracked:
-            ticket.release()
-        counters.in_flight -= 1
+            if tracked:
+                ticket.release()
+        counters.done += 1
 
 
 async def _produce(nr: NodeRun, emit: Emit) -> None:
@@ -289,43 +299,12 @@ async def _produce(nr: NodeRun, emit: Emit) -> None:
             if tracking is not None and node.checkpoint
             else None
         )
-        checkpoint = anyio.lowlevel.checkpoint
-        budget = YIELD_EVERY
-        checkpointed = node.checkpoint
         items = _open_items(iterable, nr.name)
         try:
-            async for value in items:
-                if checkpointed:
-                    if not isinstance(value, Positioned):
-                        raise TypeError(
-                            f"checkpointed source {nr.name!r} produced {describe_item(value)}; "
-                            "it must yield fg.Positioned(item, position)"
-                        )
-                    item = value.item
-                else:
-                    item = value
-                if tracker is not None:
-                    ticket = tracker.issue_nowait(value.position) or await tracker.issue(
-                        value.position
-                    )
-                    try:
-                        if (waiting := emit((ticket, item))) is not None:
-                            await waiting
-                    finally:
-                        # A send cancelled by stop() may still have delivered the item;
-                        # the delivery holds the ticket (see _edges), so this hold can go.
-                        ticket.release()
-                elif tracking is not None:
-                    if (waiting := emit((UNTRACKED, item))) is not None:
-                        await waiting
-                else:
-                    if (waiting := emit(item)) is not None:
-                        await waiting
-                counters.items_out += 1
-                budget -= 1
-                if not budget:
-                    budget = YIELD_EVERY
-                    await checkpoint()
+            if tracker is not None:
+                await _emit_tracked(items, tracker, emit, nr)
+            else:
+                await _emit(items, emit, nr, tracked=tracking is not None)
         finally:
             aclose = getattr(items, "aclose", None)
             if aclose is not None:
@@ -335,6 +314,53 @@ async def _produce(nr: NodeRun, emit: Emit) -> None:
     except Exception as exc:
         counters.errors += 1
         raise NodeError.for_source(nr.name, counters.items_out, exc) from exc
+
+
+async def _emit(items: AsyncIterator[Any], emit: Emit, nr: NodeRun, *, tracked: bool) -> None:
+    """Emit a source's items (in untracked envelopes if the run tracks other sources)."""
+    counters, checkpointed = nr.counters, nr.node.checkpoint
+    checkpoint = anyio.lowlevel.checkpoint
+    budget = YIELD_EVERY
+    async for value in items:
+        item = _positioned(value, nr.name).item if checkpointed else value
+        if (waiting := emit((UNTRACKED, item) if tracked else item)) is not None:
+            await waiting
+        counters.items_out += 1
+        budget -= 1
+        if not budget:
+            budget = YIELD_EVERY
+            await checkpoint()
+
+
+async def _emit_tracked(
+    items: AsyncIterator[Any], tracker: SourceTracker, emit: Emit, nr: NodeRun
+) -> None:
+    """Emit a checkpointed source's items, each with a ticket of its tracker."""
+    counters, name = nr.counters, nr.name
+    issue_nowait, issue = tracker.issue_nowait, tracker.issue
+    checkpoint = anyio.lowlevel.checkpoint
+    budget = YIELD_EVERY
+    async for value in items:
+        if type(value) is not Positioned:
+            _positioned(value, name)
+        ticket = issue_nowait(value.position) or await issue(value.position)
+        item = value.item
+        if (waiting := emit((ticket, item))) is not None:
+            await waiting
+        counters.items_out += 1
+        budget -= 1
+        if not budget:
+            budget = YIELD_EVERY
+            await checkpoint()
+
+
+def _positioned(value: Any, name: str) -> Positioned:
+    if not isinstance(value, Positioned):
+        raise TypeError(
+            f"checkpointed source {name!r} produced {describe_item(value)}; "
+            "it must yield fg.Positioned(item, position)"
+        )
+    return value
 
 
 def _open_items(iterable: Any, name: str) -> AsyncIterator[Any]:
