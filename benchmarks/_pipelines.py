@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import anyio
@@ -107,6 +107,39 @@ def linear_graph(n: int | None, tally: Tally, *, stages: int = 3) -> fg.Graph:
     graph, source, sink = _counting_graph("w1_linear", n, tally)
     middle = [graph.transform(identity, name=f"t{i}", buffer=BUFFER) for i in range(stages)]
     graph.chain(source, *middle, sink)
+    return graph
+
+
+class MemoryCheckpoints:
+    """A checkpoint store in memory: W1 checkpointed measures tracking, not a database."""
+
+    def __init__(self, every: int = 100, interval: float = 1.0) -> None:
+        self.every = every
+        self.interval = interval
+        self.positions: dict[str, Any] = {}
+
+    async def load(self, graph: str) -> dict[str, Any]:
+        return {}
+
+    async def commit(self, graph: str, positions: Mapping[str, Any]) -> None:
+        self.positions.update(positions)
+
+
+def checkpointed_linear_graph(n: int, tally: Tally, *, stages: int = 3) -> fg.Graph:
+    """W1 with a checkpointed source: every item carries a ticket until the sink has it."""
+    graph = fg.Graph("w1_checkpointed")
+
+    @graph.source(checkpoint=True)
+    async def numbers(after: int | None) -> AsyncIterator[fg.Positioned]:
+        for i in range(n):
+            yield fg.Positioned(i, i)
+
+    @graph.sink(buffer=BUFFER)
+    async def count(item: Any) -> None:
+        tally.add(item)
+
+    middle = [graph.transform(identity, name=f"t{i}", buffer=BUFFER) for i in range(stages)]
+    graph.chain(numbers, *middle, count)
     return graph
 
 
