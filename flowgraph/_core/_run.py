@@ -209,7 +209,10 @@ class Run:
                     if outputs
                     else None
                 )
-                task_group.start_soon(run_worker, nr, emit, list(outputs.values()), name=name)
+                worker = functools.partial(
+                    run_worker, nr, emit, list(outputs.values()), routed=route is not None
+                )
+                task_group.start_soon(worker, name=name)
         for nr in self._nodes.values():
             if nr.inbox_send is not None:
                 nr.inbox_send.close()
