@@ -37,7 +37,7 @@ def poll(
     fetch: Fetch,
     *,
     every: float | timedelta | None = None,
-    schedule: Schedule | None = None,
+    schedule: Schedule | str | None = None,
     until_empty: bool = False,
 ) -> Callable[[Any], AsyncIterator[Positioned]]:
     """Build a checkpointed source that calls *fetch* again and again, waiting in between.
@@ -60,10 +60,10 @@ def poll(
     The first fetch happens as soon as the run starts. Fetches never overlap,
     and a fetch that takes longer than *every* is followed at once by the next.
 
-    *schedule* receives ``now`` as a timezone-aware UTC datetime and returns
-    the next wake time, which must be aware and later than ``now``; a cron
-    expression plugs in through croniter:
-    ``schedule=lambda now: croniter("*/5 * * * *", now).get_next(datetime)``.
+    *schedule* is a cron expression (``"*/5 * * * *"``: every five minutes, in
+    UTC; needs the ``cron`` extra, croniter), or a function that receives
+    ``now`` as a timezone-aware UTC datetime and returns the next wake time,
+    which must be aware and later than ``now``.
     ``now`` is the wall clock read when the source starts, advanced by anyio's
     clock (so virtual time moves it too), and moved forward to the wall clock
     whenever that is ahead (a suspended machine, an NTP step); it never goes back.
@@ -80,7 +80,8 @@ def poll(
         fetch: ``async (position) -> Iterable[fg.Positioned]``, or an async
             generator function of the position yielding ``fg.Positioned``.
         every: seconds (or a timedelta) between the starts of two fetches.
-        schedule: ``(now) -> next wake`` in wall-clock time, instead of *every*.
+        schedule: a cron expression, or ``(now) -> next wake`` in wall-clock
+            time, instead of *every*.
         until_empty: fetch again at once after a fetch that returned items.
 
     Returns:
@@ -89,20 +90,57 @@ def poll(
 
     Raises:
         GraphError: unless exactly one of *every* and *schedule* is given, or if
-            *every* is not > 0 or *fetch* or *schedule* is not callable.
+            *every* is not > 0, *fetch* is not callable, or *schedule* is neither
+            callable nor a valid cron expression.
+        ImportError: for a cron expression without croniter installed.
 
     Added in 0.1.
     """
     if (every is None) == (schedule is None):
-        raise GraphError("poll() needs exactly one of every= (seconds) or schedule= (a callable)")
+        raise GraphError(
+            "poll() needs exactly one of every= (seconds) or schedule= (a cron expression "
+            "or a callable)"
+        )
     if not callable(fetch):
         raise GraphError(f"poll() needs an async fetch(position) function (got {fetch!r})")
-    if schedule is not None and not callable(schedule):
+    if isinstance(schedule, str):
+        schedule = _cron(schedule)
+    elif schedule is not None and not callable(schedule):
         raise GraphError(
-            f"schedule= must be a callable (now: datetime) -> datetime (got {schedule!r})"
+            "schedule= must be a cron expression or a callable (now: datetime) -> datetime "
+            f"(got {schedule!r})"
         )
     seconds = None if every is None else to_seconds("every", every)
     return _Poll(fetch, seconds, schedule, bool(until_empty))
+
+
+def _cron(expression: str) -> Schedule:
+    """The schedule of a cron expression, read in UTC."""
+    try:
+        from croniter import croniter
+    except ImportError as exc:
+        raise ImportError(
+            f"schedule={expression!r} needs croniter: pip install 'flowgraph[cron]'"
+        ) from exc
+    if not croniter.is_valid(expression):
+        raise GraphError(f"schedule={expression!r} is not a valid cron expression")
+    return _Cron(expression, croniter)
+
+
+@final
+class _Cron:
+    """``schedule(now)`` for a cron expression; reprs as the expression."""
+
+    def __init__(self, expression: str, croniter: Any) -> None:
+        self._expression = expression
+        self._croniter = croniter
+
+    def __call__(self, now: datetime) -> datetime:
+        wake: datetime = self._croniter(self._expression, now).get_next(datetime)
+        return wake
+
+    def __repr__(self) -> str:
+        return repr(self._expression)
 
 
 @final

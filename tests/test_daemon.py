@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import sys
 from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -184,6 +185,34 @@ async def test_poll_schedule_wakes_at_the_wall_clock_times_it_returns() -> None:
 
 
 @virtual_time
+async def test_poll_schedule_takes_a_cron_expression_in_utc() -> None:
+    """schedule="*/5 * * * *" wakes on every fifth minute of the UTC wall clock."""
+    feed = Feed()
+    source = fg.poll(feed.fetch, schedule="*/5 * * * *")
+    assert repr(source) == "poll(fetch, schedule='*/5 * * * *')"
+    started_wall, started = datetime.now(UTC), anyio.current_time()
+    await run_for(pipeline(source, []), 30 * 60, MemoryCheckpoints())
+    walls = [started_wall + timedelta(seconds=t - started) for t, _ in feed.calls]
+    assert len(walls) in (7, 8)  # at start, then 6 or 7 five-minute marks in 30 minutes
+    for wall in walls[1:]:
+        nearest_second = (wall + timedelta(seconds=0.5)).replace(microsecond=0)
+        assert (nearest_second.minute % 5, nearest_second.second) == (0, 0), wall
+    gaps = [b - a for a, b in itertools.pairwise(walls[1:])]
+    assert gaps == pytest.approx([timedelta(minutes=5)] * len(gaps), abs=timedelta(seconds=0.5))
+
+
+def test_a_cron_schedule_without_croniter_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the cron extra, the declaration says what to install."""
+
+    async def fetch(after: Any) -> list[fg.Positioned]:
+        return []  # pragma: no cover
+
+    monkeypatch.setitem(sys.modules, "croniter", None)
+    with pytest.raises(ImportError, match=r"needs croniter: pip install 'flowgraph\[cron\]'"):
+        fg.poll(fetch, schedule="*/5 * * * *")
+
+
+@virtual_time
 async def test_poll_schedule_must_return_a_later_aware_datetime() -> None:
     """A naive or past wake time is a clear error, never a busy loop."""
     feed = Feed()
@@ -317,7 +346,7 @@ def test_poll_needs_exactly_one_wake_rule() -> None:
     async def fetch(after: Any) -> list[fg.Positioned]:
         return []  # pragma: no cover
 
-    message = r"^poll\(\) needs exactly one of every= \(seconds\) or schedule= \(a callable\)$"
+    message = r"^poll\(\) needs exactly one of every= \(seconds\) or schedule= \(a cron"
     with pytest.raises(fg.GraphError, match=message):
         fg.poll(fetch)
     with pytest.raises(fg.GraphError, match=message):
@@ -326,8 +355,10 @@ def test_poll_needs_exactly_one_wake_rule() -> None:
         fg.poll(fetch, every=0)
     with pytest.raises(fg.GraphError, match=r"^poll\(\) needs an async fetch\(position\)"):
         fg.poll("fetch", every=1)  # type: ignore[arg-type]
-    with pytest.raises(fg.GraphError, match=r"^schedule= must be a callable"):
-        fg.poll(fetch, schedule="*/5 * * * *")  # type: ignore[arg-type]
+    with pytest.raises(fg.GraphError, match=r"^schedule= must be a cron expression or a callable"):
+        fg.poll(fetch, schedule=300)  # type: ignore[arg-type]
+    with pytest.raises(fg.GraphError, match=r"^schedule='every 5 minutes' is not a valid cron"):
+        fg.poll(fetch, schedule="every 5 minutes")
 
 
 def test_poll_source_is_named_after_fetch_and_reprs_as_its_call() -> None:
