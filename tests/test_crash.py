@@ -21,12 +21,10 @@ lag measured (see ``assert_kill_bound``).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -36,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from databases import connect
 
 N = 2000
 MAX_IN_FLIGHT = 50
@@ -195,18 +194,6 @@ class Daemon:
             if process.poll() is None:
                 process.kill()
             process.wait(10)
-
-
-@contextlib.contextmanager
-def connect(url: str) -> Any:
-    if url.startswith("sqlite:///"):
-        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as connection:
-            yield connection
-    else:
-        import psycopg
-
-        with psycopg.connect(url, autocommit=True) as connection:
-            yield connection
 
 
 @dataclass(frozen=True)

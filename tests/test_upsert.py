@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import sqlite3
 import uuid
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -14,6 +11,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio import wait_all_tasks_blocked
+from databases import connect
 
 import flowgraph as fg
 from flowgraph import _upsert
@@ -26,18 +24,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'data.db'}"
     url: str = request.getfixturevalue("postgres_schema_url")
     return url
-
-
-@contextlib.contextmanager
-def connect(url: str) -> Iterator[Any]:
-    if url.startswith("sqlite:///"):
-        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as connection:
-            yield connection
-    else:
-        import psycopg
-
-        with psycopg.connect(url, autocommit=True) as connection:
-            yield connection
 
 
 def query(url: str, sql: str) -> list[tuple[Any, ...]]:
