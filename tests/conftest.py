@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -27,3 +28,12 @@ def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, object
 
 # --- state stores: a throwaway PostgreSQL server (tests/postgres_server.py) ---
 pytest_plugins = ["postgres_server"]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A URL for an empty database of each kind: a fresh SQLite file, a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'data.db'}"
+    url: str = request.getfixturevalue("postgres_schema_url")
+    return url

@@ -50,18 +50,9 @@ def failure(item: Any = None, *, node: str = "parse", graph: str = "g", **kw: An
     )
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A URL for an empty store of each kind."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'state.db'}"
-    url: str = request.getfixturevalue("postgres_schema_url")
-    return url
-
-
 @pytest.fixture
-async def store(store_url: str) -> AsyncIterator[StateStore]:
-    async with open_store(store_url) as opened:
+async def store(database_url: str) -> AsyncIterator[StateStore]:
+    async with open_store(database_url) as opened:
         yield opened
 
 
@@ -285,19 +276,19 @@ async def test_concurrent_writers_lose_nothing(store: StateStore) -> None:
     assert checkpoints["shared"] in range(50)
 
 
-async def test_state_survives_reopening(store_url: str) -> None:
+async def test_state_survives_reopening(database_url: str) -> None:
     """Dead letters and checkpoints written before close are there after reopening."""
-    async with open_store(store_url) as first:
+    async with open_store(database_url) as first:
         id_ = await first.add_dead_letter(failure({"k": 1}))
         await first.commit_checkpoints("g", {"src": 10})
-    async with open_store(store_url) as second:
+    async with open_store(database_url) as second:
         letter = await second.get_dead_letter(id_)
         assert letter is not None
         assert letter.item == {"k": 1}
         assert await second.load_checkpoints("g") == {"src": 10}
 
 
-async def test_state_survives_process_killed(store_url: str) -> None:
+async def test_state_survives_process_killed(database_url: str) -> None:
     """What a process committed is still there after it dies by SIGKILL without closing."""
     code = """
         import os, signal, sys, anyio
@@ -312,8 +303,8 @@ async def test_state_survives_process_killed(store_url: str) -> None:
 
         anyio.run(main)
     """
-    assert await run_python(code, store_url) == -9
-    async with open_store(store_url) as store:
+    assert await run_python(code, database_url) == -9
+    async with open_store(database_url) as store:
         [letter] = await store.list_dead_letters(graph="g")
         assert (letter.item, letter.error_type, letter.message, letter.attempts) == (
             [1, 2],
@@ -324,7 +315,7 @@ async def test_state_survives_process_killed(store_url: str) -> None:
         assert await store.load_checkpoints("g") == {"src": {"page": 3}}
 
 
-async def test_several_processes_writing_lose_nothing(store_url: str) -> None:
+async def test_several_processes_writing_lose_nothing(database_url: str) -> None:
     """Processes sharing one store, writing at the same time, lose no dead letter."""
     code = """
         import sys, anyio
@@ -339,26 +330,26 @@ async def test_several_processes_writing_lose_nothing(store_url: str) -> None:
 
         anyio.run(main)
     """
-    async with open_store(store_url):
+    async with open_store(database_url):
         pass
     codes: list[int] = []
 
     async def one(name: str) -> None:
-        codes.append(await run_python(code, store_url, name))
+        codes.append(await run_python(code, database_url, name))
 
     async with anyio.create_task_group() as tg:
         for name in ("p1", "p2", "p3"):
             tg.start_soon(one, name)
     assert codes == [0, 0, 0]
-    async with open_store(store_url) as store:
+    async with open_store(database_url) as store:
         for name in ("p1", "p2", "p3"):
             assert [x.item for x in await store.list_dead_letters(graph=name)] == list(range(20))
         assert await store.load_checkpoints("g") == {"p1": 19, "p2": 19, "p3": 19}
 
 
-async def test_closed_store_refuses_calls(store_url: str) -> None:
+async def test_closed_store_refuses_calls(database_url: str) -> None:
     """After aclose, calls raise StoreError; closing again does nothing."""
-    async with open_store(store_url) as store:
+    async with open_store(database_url) as store:
         await store.aclose()
         with pytest.raises(StoreError, match=r"^the state store is closed$"):
             await store.count_dead_letters()

@@ -17,15 +17,6 @@ import flowgraph as fg
 from flowgraph import _upsert
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A database URL: a fresh SQLite file, or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'data.db'}"
-    url: str = request.getfixturevalue("postgres_schema_url")
-    return url
-
-
 def query(url: str, sql: str) -> list[tuple[Any, ...]]:
     with connect(url) as connection:
         return [tuple(row) for row in connection.execute(sql).fetchall()]
@@ -44,31 +35,31 @@ def store_graph(items: list[Any], sink: fg.Upsert, **options: Any) -> fg.Graph:
     return graph
 
 
-async def test_replayed_items_leave_one_row_per_key(db_url: str) -> None:
+async def test_replayed_items_leave_one_row_per_key(database_url: str) -> None:
     """Running the same load twice, then with new values, keeps one row per key, updated."""
     items = [{"id": i, "name": f"n{i}", "score": i * 0.5} for i in range(50)]
-    sink = fg.Upsert(db_url, "events")
+    sink = fg.Upsert(database_url, "events")
     graph = store_graph(items, sink, workers=4)
     await graph.run()
     await graph.run()
-    assert query(db_url, "SELECT count(*), count(DISTINCT id) FROM events") == [(50, 50)]
+    assert query(database_url, "SELECT count(*), count(DISTINCT id) FROM events") == [(50, 50)]
     await store_graph([{**item, "name": "new"} for item in items[:10]], sink).run()
-    rows = query(db_url, "SELECT id, name, score FROM events ORDER BY id")
+    rows = query(database_url, "SELECT id, name, score FROM events ORDER BY id")
     assert rows[:2] == [(0, "new", 0.0), (1, "new", 0.5)]
     assert rows[10:12] == [(10, "n10", 5.0), (11, "n11", 5.5)]
 
 
-async def test_an_item_updates_only_the_columns_it_has(db_url: str) -> None:
+async def test_an_item_updates_only_the_columns_it_has(database_url: str) -> None:
     """On conflict, columns missing from the item keep their values."""
-    async with fg.Upsert(db_url, "t") as sink:
+    async with fg.Upsert(database_url, "t") as sink:
         await sink({"id": 1, "a": "x", "b": 2})
         await sink({"id": 1, "b": 3})
         await sink({"id": 2, "b": 4})
         await sink({"id": 2})
-    assert query(db_url, "SELECT id, a, b FROM t ORDER BY id") == [(1, "x", 3), (2, None, 4)]
+    assert query(database_url, "SELECT id, a, b FROM t ORDER BY id") == [(1, "x", 3), (2, None, 4)]
 
 
-async def test_values_are_stored_with_types_inferred_from_the_first_item(db_url: str) -> None:
+async def test_values_are_stored_with_types_inferred_from_the_first_item(database_url: str) -> None:
     """int, float, str, bytes, bool, JSON, datetime, date, Decimal and UUID columns."""
     when = dt.datetime(2024, 5, 6, 7, 8, 9, tzinfo=dt.UTC)
     ident = uuid.UUID(int=7)
@@ -84,10 +75,10 @@ async def test_values_are_stored_with_types_inferred_from_the_first_item(db_url:
         "amount": Decimal("1.10"),
         "ref": ident,
     }
-    async with fg.Upsert(db_url, "typed") as sink:
+    async with fg.Upsert(database_url, "typed") as sink:
         await sink(item)
-    (row,) = query(db_url, "SELECT f, s, b, ok, doc, at, day, amount, ref FROM typed")
-    if db_url.startswith("sqlite"):
+    (row,) = query(database_url, "SELECT f, s, b, ok, doc, at, day, amount, ref FROM typed")
+    if database_url.startswith("sqlite"):
         expected = (1.5, "text", b"\x00\x01", 1, '{"k":[1,2]}')
         assert row == (*expected, when.isoformat(), "2024-05-06", "1.10", str(ident))
     else:
@@ -105,51 +96,51 @@ async def test_values_are_stored_with_types_inferred_from_the_first_item(db_url:
 
 
 async def test_columns_mapping_creates_the_table_with_those_types_when_opened(
-    db_url: str,
+    database_url: str,
 ) -> None:
     """columns={name: SQL type} creates the table at open, before any item."""
     types = {"id": "BIGINT", "body": "TEXT", "n": "INTEGER"}
-    async with fg.Upsert(db_url, "declared", columns=types):
+    async with fg.Upsert(database_url, "declared", columns=types):
         pass
-    if db_url.startswith("sqlite"):
-        info = query(db_url, "SELECT name, type, pk FROM pragma_table_info('declared')")
+    if database_url.startswith("sqlite"):
+        info = query(database_url, "SELECT name, type, pk FROM pragma_table_info('declared')")
         assert info == [("id", "BIGINT", 1), ("body", "TEXT", 0), ("n", "INTEGER", 0)]
     else:
         info = query(
-            db_url,
+            database_url,
             "SELECT column_name, data_type FROM information_schema.columns"
             " WHERE table_name = 'declared' ORDER BY ordinal_position",
         )
         assert info == [("id", "bigint"), ("body", "text"), ("n", "integer")]
 
 
-async def test_columns_sequence_writes_only_those_keys(db_url: str) -> None:
+async def test_columns_sequence_writes_only_those_keys(database_url: str) -> None:
     """With columns=[...], other keys of an item are ignored."""
-    async with fg.Upsert(db_url, "slim", columns=["id", "name"]) as sink:
+    async with fg.Upsert(database_url, "slim", columns=["id", "name"]) as sink:
         await sink({"id": 1, "name": "a", "payload": {"huge": True}})
-    assert query(db_url, "SELECT * FROM slim") == [(1, "a")]
+    assert query(database_url, "SELECT * FROM slim") == [(1, "a")]
 
 
-async def test_composite_key_and_a_list_item_in_one_transaction(db_url: str) -> None:
+async def test_composite_key_and_a_list_item_in_one_transaction(database_url: str) -> None:
     """key=(a, b) identifies rows by both; a list of mappings is written together."""
-    async with fg.Upsert(db_url, "pairs", key=("source", "id")) as sink:
+    async with fg.Upsert(database_url, "pairs", key=("source", "id")) as sink:
         await sink([{"source": "x", "id": 1, "v": 1}, {"source": "y", "id": 1, "v": 2}])
         await sink([{"source": "x", "id": 1, "v": 3}])
-    assert query(db_url, "SELECT source, id, v FROM pairs ORDER BY source") == [
+    assert query(database_url, "SELECT source, id, v FROM pairs ORDER BY source") == [
         ("x", 1, 3),
         ("y", 1, 2),
     ]
 
 
-async def test_one_bad_item_fails_alone_in_a_group_commit(db_url: str) -> None:
+async def test_one_bad_item_fails_alone_in_a_group_commit(database_url: str) -> None:
     """Items queued together share a transaction; a bad one fails only itself."""
-    execute(db_url, "CREATE TABLE checked (id INTEGER PRIMARY KEY, v INTEGER CHECK (v >= 0))")
+    execute(database_url, "CREATE TABLE checked (id INTEGER PRIMARY KEY, v INTEGER CHECK (v >= 0))")
     items = [{"id": i, "v": -1 if i % 10 == 3 else i} for i in range(40)]
     result = await store_graph(
-        items, fg.Upsert(db_url, "checked"), workers=8, on_error="skip"
+        items, fg.Upsert(database_url, "checked"), workers=8, on_error="skip"
     ).run()
     assert result.stats["upsert_checked"].skipped == 4
-    assert query(db_url, "SELECT count(*) FROM checked") == [(36,)]
+    assert query(database_url, "SELECT count(*) FROM checked") == [(36,)]
 
 
 async def test_concurrent_calls_are_committed_in_groups(
@@ -193,9 +184,9 @@ async def test_a_call_cancelled_while_waiting_is_withdrawn(tmp_path: Path) -> No
     assert query(url, "SELECT id FROM c ORDER BY id") == [(0,), (2,)]
 
 
-async def test_item_without_the_key_is_a_clear_error(db_url: str) -> None:
+async def test_item_without_the_key_is_a_clear_error(database_url: str) -> None:
     """A missing or None key names the key, the item and the table."""
-    async with fg.Upsert(db_url, "events") as sink:
+    async with fg.Upsert(database_url, "events") as sink:
         with pytest.raises(
             ValueError, match=r"^item \{'name': 'x'\} has no key column 'id' for table 'events'$"
         ):
@@ -209,9 +200,9 @@ async def test_item_without_the_key_is_a_clear_error(db_url: str) -> None:
             await sink(3)  # type: ignore[arg-type]
 
 
-async def test_item_with_a_key_that_is_not_a_column_is_a_clear_error(db_url: str) -> None:
+async def test_item_with_a_key_that_is_not_a_column_is_a_clear_error(database_url: str) -> None:
     """Keys the table lacks, or that are not identifiers, are refused before any SQL."""
-    async with fg.Upsert(db_url, "events") as sink:
+    async with fg.Upsert(database_url, "events") as sink:
         await sink({"id": 1, "name": "a"})
         with pytest.raises(
             ValueError,
@@ -220,7 +211,7 @@ async def test_item_with_a_key_that_is_not_a_column_is_a_clear_error(db_url: str
             await sink({"id": 2, "extra": 1})
         with pytest.raises(ValueError, match=r"has key 'a b', which is not a simple identifier"):
             await sink({"id": 3, "a b": 1})
-    assert query(db_url, "SELECT id FROM events") == [(1,)]
+    assert query(database_url, "SELECT id FROM events") == [(1,)]
 
 
 async def test_missing_key_fails_the_node_naming_the_item(tmp_path: Path) -> None:
@@ -258,27 +249,29 @@ def test_bad_names_are_refused_at_declaration(options: dict[str, Any], message: 
         fg.Upsert(arguments.pop("url"), arguments.pop("table"), **arguments)
 
 
-async def test_existing_table_without_the_key_column_is_refused_when_opened(db_url: str) -> None:
+async def test_existing_table_without_the_key_column_is_refused_when_opened(
+    database_url: str,
+) -> None:
     """A table that lacks the key column fails at open, saying what to pass."""
-    execute(db_url, "CREATE TABLE legacy (uid INTEGER PRIMARY KEY, v TEXT)")
+    execute(database_url, "CREATE TABLE legacy (uid INTEGER PRIMARY KEY, v TEXT)")
     with pytest.raises(
         fg.StoreError,
         match=r"^table 'legacy' has no key column\(s\) \['id'\]; pass key= naming the columns",
     ):
-        async with fg.Upsert(db_url, "legacy"):
+        async with fg.Upsert(database_url, "legacy"):
             pass  # pragma: no cover
-    async with fg.Upsert(db_url, "legacy", key="uid") as sink:
+    async with fg.Upsert(database_url, "legacy", key="uid") as sink:
         await sink({"uid": 1, "v": "a"})
         await sink({"uid": 1, "v": "b"})
-    assert query(db_url, "SELECT uid, v FROM legacy") == [(1, "b")]
+    assert query(database_url, "SELECT uid, v FROM legacy") == [(1, "b")]
 
 
 async def test_existing_table_without_a_unique_key_fails_with_the_database_error(
-    db_url: str,
+    database_url: str,
 ) -> None:
     """ON CONFLICT needs a unique constraint on the key; the error names table and item."""
-    execute(db_url, "CREATE TABLE loose (id INTEGER, v TEXT)")
-    async with fg.Upsert(db_url, "loose") as sink:
+    execute(database_url, "CREATE TABLE loose (id INTEGER, v TEXT)")
+    async with fg.Upsert(database_url, "loose") as sink:
         with pytest.raises(
             fg.StoreError, match=r"^upsert into 'loose' failed on item \{'id': 1, 'v': 'a'\}: "
         ):
