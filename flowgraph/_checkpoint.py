@@ -6,19 +6,18 @@ from typing import TYPE_CHECKING, Any, final
 
 from ._core._exceptions import GraphError
 from ._core._policy import to_seconds
-from ._store import StateStore, StoreRef
+from ._store import StateStore, StoreRef, UsesStore
 
 if TYPE_CHECKING:
     import os
     from collections.abc import Mapping
     from datetime import timedelta
-    from types import TracebackType
 
 DEFAULT_STORE = "sqlite:///flowgraph-state.db"
 
 
 @final
-class Checkpoints:
+class Checkpoints(UsesStore):
     """A checkpoint store for a run: ``await graph.run(checkpoints=fg.Checkpoints(url))``.
 
     Before the sources start, each ``checkpoint=True`` source is handed its last
@@ -54,23 +53,6 @@ class Checkpoints:
 
     def __repr__(self) -> str:
         return f"Checkpoints({self._ref.describe()}, every={self.every}, interval={self.interval})"
-
-    async def __aenter__(self) -> Checkpoints:
-        await self._ref.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._ref.close()
-
-    @property
-    def store(self) -> StateStore:
-        """The open store; raises ``RuntimeError`` outside ``async with`` or a run."""
-        return self._ref.store
 
     async def load(self, graph: str) -> dict[str, Any]:
         """The committed position of every checkpointed source of *graph*."""

@@ -6,11 +6,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, final
 
 from ._core._exceptions import GraphError, NodeError
-from ._store import StateStore, StoreRef
+from ._store import StateStore, StoreRef, UsesStore
 
 if TYPE_CHECKING:
     import os
-    from types import TracebackType
 
     from ._core._graph import Graph
     from ._core._policy import Failure
@@ -36,7 +35,7 @@ class ReplayResult:
 
 
 @final
-class DeadLetters:
+class DeadLetters(UsesStore):
     """A dead-letter queue on a state store, for nodes declared with ``on_error="dead_letter"``.
 
     Pass it to a run: ``await graph.run(dead_letters=fg.DeadLetters("sqlite:///state.db"))``.
@@ -68,23 +67,6 @@ class DeadLetters:
 
     def __repr__(self) -> str:
         return f"DeadLetters({self._ref.describe()}, serializer={self.serializer!r})"
-
-    async def __aenter__(self) -> DeadLetters:
-        await self._ref.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._ref.close()
-
-    @property
-    def store(self) -> StateStore:
-        """The open store; raises ``RuntimeError`` outside ``async with`` or a run."""
-        return self._ref.store
 
     async def handle(self, failure: Failure) -> None:
         """Store a failed item (the ``FailureHandler`` protocol)."""

@@ -340,6 +340,29 @@ class StoreRef:
         return self._store
 
 
+class UsesStore:
+    """Base of the classes that keep their state in a :class:`StoreRef`: ``async with`` opens it."""
+
+    _ref: StoreRef
+
+    async def __aenter__(self) -> Self:
+        await self._ref.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._ref.close()
+
+    @property
+    def store(self) -> StateStore:
+        """The open store; raises ``RuntimeError`` outside ``async with`` or a run."""
+        return self._ref.store
+
+
 @asynccontextmanager
 async def open_store(url: str | os.PathLike[str]) -> AsyncIterator[StateStore]:
     """Open the state store at *url* and close it on exit.
