@@ -32,9 +32,11 @@ from ._stats import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-    from ._acks import SourceTracker
+    from ._acks import SourceTracker, Ticket
     from ._edges import Emit
     from ._run import Run
 
@@ -206,14 +208,8 @@ async def _consume(
                 if tracked:
                     ticket.release()
             elif many:
-                if tracked:
-                    ticket.pending += len(result)
-                for out in result:
-                    if (waiting := emit((ticket, out) if tracked else out)) is not None:
-                        await waiting
+                await _emit_each(emit, result, ticket if tracked else None)
                 counters.items_out += len(result)
-                if tracked:
-                    ticket.release()
             else:
                 if (waiting := emit((ticket, result) if tracked else result)) is not None:
                     await waiting
@@ -288,16 +284,26 @@ async def _consume_in_order(nr: NodeRun, turns: Turns, emit: Emit | None) -> Non
             await turns.wait(turn)
             outs = result if many else (result,)
             if emit is not None:
-                if tracked:
-                    ticket.pending += len(outs)
-                for out in outs:
-                    if (waiting := emit((ticket, out) if tracked else out)) is not None:
-                        await waiting
+                await _emit_each(emit, outs, ticket if tracked else None)
+            elif tracked:
+                ticket.release()
             counters.items_out += len(outs)
             turns.done()
-            if tracked:
-                ticket.release()
         counters.done += 1
+
+
+async def _emit_each(emit: Emit, outs: Sequence[Any], ticket: Ticket | None) -> None:
+    """Emit every output of one item; a ticket's hold becomes one hold per output."""
+    if ticket is None:
+        for out in outs:
+            if (waiting := emit(out)) is not None:
+                await waiting
+        return
+    ticket.pending += len(outs)
+    for out in outs:
+        if (waiting := emit((ticket, out))) is not None:
+            await waiting
+    ticket.release()
 
 
 async def _produce(nr: NodeRun, emit: Emit) -> None:
