@@ -290,15 +290,17 @@ async def test_sqlite_checkpoints_survive_reopening(tmp_path: Path) -> None:
     delays=st.lists(st.integers(0, 3), min_size=1, max_size=40),
     shape=st.sampled_from(["one sink", "fan-out", "route"]),
     workers=st.integers(1, 4),
+    ordered=st.booleans(),
 )
 async def test_checkpoint_never_passes_an_unfinished_item(
-    delays: list[int], shape: str, workers: int
+    delays: list[int], shape: str, workers: int, ordered: bool
 ) -> None:
     """Whatever the completion order, every item at or below a committed position is finished.
 
     Items flow through a flat-map (x -> x, x), a filter (drops the second copy
     of multiples of 3), then to one sink, to two sinks (fan-out: each gets every
-    copy) or routed by parity to one of two sinks.
+    copy) or routed by parity to one of two sinks; the flat-map keeps input
+    order or not.
     """
     n = len(delays)
     store = MemoryCheckpoints(every=1)
@@ -321,7 +323,7 @@ async def test_checkpoint_never_passes_an_unfinished_item(
 
     g = fg.Graph("g")
     src = g.source(offsets(n), name="src", checkpoint=True)
-    mid = g.transform(explode, workers=workers)
+    mid = g.transform(explode, workers=workers, ordered=ordered)
     g.connect(src, mid)
     a = g.sink(consume, name="a", workers=workers)
     if shape == "one sink":
