@@ -8,7 +8,8 @@ live in a state database, so a restart resumes where the last run stopped.
 Run as a script, it simulates the whole life of such a daemon in a temporary
 directory: a writer appends events while the daemon runs, the daemon is
 stopped gracefully (as SIGTERM would), more events arrive while it is down,
-and a second run catches up. As a real daemon, from the directory holding
+and a second run catches up and stops once its checkpoint has reached the
+last event. As a real daemon, from the directory holding
 ``upstream.db``::
 
     flowgraph run examples/daemon.py:graph --state sqlite:///state.db
@@ -86,18 +87,35 @@ async def run_for(graph: fg.Graph, state: fg.Checkpoints, seconds: float, upstre
     return run.result.stats["store"].items_in
 
 
+async def run_until_caught_up(graph: fg.Graph, state: fg.Checkpoints, upstream: Path) -> int:
+    """Run the daemon until its checkpoint reaches the last upstream event, then stop it."""
+    last_id = await anyio.to_thread.run_sync(count, upstream, "events")
+    caught_up = anyio.Event()
+
+    def check(event: fg.CheckpointCommitted) -> None:
+        if event.positions.get("new_events", 0) >= last_id:
+            caught_up.set()
+
+    hooks = [(fg.CheckpointCommitted, check)]
+    async with fg.open_run(graph, checkpoints=state, hooks=hooks) as run:
+        with anyio.fail_after(30):
+            await caught_up.wait()
+        run.stop(grace=5)
+    return run.result.stats["store"].items_in
+
+
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         upstream, target = Path(tmp) / "upstream.db", Path(tmp) / "target.db"
         daemon = build_graph(upstream, target)
-        state = fg.Checkpoints(Path(tmp) / "state.db", every=100, interval=0.5)
+        state = fg.Checkpoints(Path(tmp) / "state.db", every=100, interval=0.2)
         append_events(upstream, 1_000)
 
         stored = await run_for(daemon, state, 1.0, upstream)
         print(f"run 1: stored {stored} events, checkpoint {await state.load(daemon.name)}")
 
         append_events(upstream, 500)  # arrives while the daemon is down
-        stored = await run_for(daemon, state, 0.5, upstream)
+        stored = await run_until_caught_up(daemon, state, upstream)
         print(f"run 2: stored {stored} events, checkpoint {await state.load(daemon.name)}")
 
         sent, copied = count(upstream, "events"), count(target, "events_copy")
