@@ -309,7 +309,7 @@ def _families(runs: Iterable[RunStatistics]) -> list[Metric]:
     }
     latency = HistogramMetricFamily(
         "flowgraph_node_latency_seconds",
-        "Duration of the node's function: every call of the first 256, then one in 32.",
+        "Duration of the node's function: each worker's first 256 calls, then one in 64.",
         labels=_LABELS,
     )
     elapsed = GaugeMetricFamily(

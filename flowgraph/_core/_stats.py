@@ -9,15 +9,14 @@ from typing import Any, final
 
 import anyio
 
-LATENCY_SAMPLE_EVERY = 32
-"""Past a node's first ``LATENCY_EXACT_FIRST`` items, time one call in this many.
-
-Timing a call costs two clock reads and a histogram update; timing every call
-cost W1 12-14% of its throughput, one in 32 costs about 3%.
-"""
-
 LATENCY_EXACT_FIRST = 256
-"""Time each of a node's first calls, so slow, low-volume nodes get real percentiles."""
+"""A worker times each of its first calls, so slow, low-volume nodes get real percentiles.
+
+Past them it times the call after each yield (one in 64 while items keep
+coming) and every call that followed a wait for input, so a node that waits for
+every item still has every call timed. Timing a call costs two clock reads and
+a histogram update; timing every call cost W1 12-14% of its throughput.
+"""
 
 _BUCKETS_PER_OCTAVE = 4
 _LOWEST = -24 * _BUCKETS_PER_OCTAVE  # 2**-24 s, about 60 ns
@@ -63,32 +62,67 @@ class Latency:
 
 
 class Counters:
-    """Mutable counters of one node during one run; plain attributes, so bumping costs nothing."""
+    """Mutable counters of one node during one run; plain attributes, so bumping costs nothing.
+
+    What every item moves is counted per worker (:class:`WorkerCounters`), by
+    plain stores from the worker's locals; ``items_out`` is counted here only
+    for sources and generator nodes: for the others it is the items finished
+    minus the items whose call ``failed`` and were skipped or dead-lettered.
+    """
 
     __slots__ = (
         "dead_lettered",
-        "done",
         "errors",
+        "failed",
         "finished_at",
-        "items_in",
         "items_out",
         "latency",
         "retries",
         "skipped",
         "started_at",
+        "workers",
     )
 
     def __init__(self) -> None:
-        self.items_in = 0
         self.items_out = 0
         self.errors = 0
+        self.failed = 0
         self.retries = 0
         self.skipped = 0
         self.dead_lettered = 0
-        self.done = 0  # items taken and finished: items_in - done are in flight
         self.latency = Latency()
+        self.workers: list[WorkerCounters] = []
         self.started_at: float | None = None
         self.finished_at: float | None = None
+
+    def worker(self) -> WorkerCounters:
+        """New counters for one more worker of the node."""
+        counters = WorkerCounters()
+        self.workers.append(counters)
+        return counters
+
+    @property
+    def items_in(self) -> int:
+        return sum(worker.taken for worker in self.workers)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(not worker.idle for worker in self.workers)
+
+
+class WorkerCounters:
+    """How many items one worker has taken, and whether it is between items.
+
+    A busy worker has finished every item it took but the last. Only ``taken``
+    is stored per item; ``idle`` changes when the worker waits for input or exits,
+    which is when a reader can look.
+    """
+
+    __slots__ = ("idle", "taken")
+
+    def __init__(self) -> None:
+        self.taken = 0
+        self.idle = True
 
 
 @final

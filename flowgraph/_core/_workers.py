@@ -25,7 +25,6 @@ from ._nodes import Node, NodeKind, adapt_call, apply_policies, open_source
 from ._policy import Failure, FailureHandler
 from ._stats import (
     LATENCY_EXACT_FIRST,
-    LATENCY_SAMPLE_EVERY,
     Counters,
     NodeStatistics,
     elapsed_between,
@@ -62,6 +61,7 @@ class NodeRun:
         self.stop_scope = anyio.CancelScope()
         self.tracking = run.tracking
         self.turns: Turns | None = None
+        self.many = False
         if node.kind is not NodeKind.SOURCE:
             self.inbox_send, self.inbox = anyio.create_memory_object_stream[Any](node.buffer)
             call, self.many = adapt_call(node, anyio.CapacityLimiter(node.workers))
@@ -103,16 +103,18 @@ class NodeRun:
         c, node = self.counters, self.node
         queue = self.inbox.statistics() if self.inbox is not None else None
         latency = c.latency
+        items_in, in_flight = c.items_in, c.in_flight
+        counted_out = node.kind is NodeKind.SOURCE or self.many
         return NodeStatistics(
             name=self.name,
             kind=node.kind.value,
-            items_in=c.items_in,
-            items_out=c.items_out,
+            items_in=items_in,
+            items_out=c.items_out if counted_out else items_in - in_flight - c.failed,
             errors=c.errors,
             retries=c.retries,
             skipped=c.skipped,
             dead_lettered=c.dead_lettered,
-            in_flight=c.items_in - c.done,
+            in_flight=in_flight,
             queue_depth=queue.current_buffer_used if queue else 0,
             queue_capacity=int(queue.max_buffer_size) if queue else 0,
             workers=node.workers,
@@ -165,34 +167,47 @@ async def _consume(
     record_latency, perf_counter = counters.latency.record, time.perf_counter
     receive_nowait, receive = inbox.receive_nowait, inbox.receive
     checkpoint = anyio.lowlevel.checkpoint
-    budget, sample = YIELD_EVERY, 0
+    # Every YIELD_EVERY items the budget runs out: the worker yields and times that
+    # call. A worker that had to wait for an item has just yielded: it times the
+    # call too, so slow nodes get every call timed, and so do a worker's first items.
+    budget, taken, yielded = 1, 0, True
+    worker = counters.worker()
+    worker.idle = False  # from here on, idle only while waiting for input or done
     if direct is not None:
         send_nowait, send = direct.send_nowait, direct.send
     while True:
         try:
             item = receive_nowait()
         except WouldBlock:
+            worker.idle = True
             try:
                 item = await receive()
             except EndOfStream:
                 return
-            budget = YIELD_EVERY
+            worker.idle = False
+            budget, yielded = 1, True
         except EndOfStream:
+            worker.idle = True
             return
         if tracked:
             ticket, item = item
-        counters.items_in += 1
+        taken += 1
+        worker.taken = taken
+        budget -= 1
         try:
-            if sample:
-                sample -= 1
+            if budget:
                 result = await call(item)
             else:
-                sample = LATENCY_SAMPLE_EVERY - 1 if counters.items_in > LATENCY_EXACT_FIRST else 0
+                if not yielded:
+                    await checkpoint()
+                yielded = False
+                budget = YIELD_EVERY if taken > LATENCY_EXACT_FIRST else 1
                 started = perf_counter()
                 result = await call(item)
                 record_latency(perf_counter() - started)
         except Exception as exc:
             await fail(item, exc)
+            counters.failed += 1
             if tracked:
                 ticket.release()
         else:
@@ -202,23 +217,14 @@ async def _consume(
                     send_nowait(out)
                 except WouldBlock:
                     await send(out)
-                counters.items_out += 1
             elif emit is None:
-                counters.items_out += 1
                 if tracked:
                     ticket.release()
             elif many:
                 await _emit_each(emit, result, ticket if tracked else None)
                 counters.items_out += len(result)
-            else:
-                if (waiting := emit((ticket, result) if tracked else result)) is not None:
-                    await waiting
-                counters.items_out += 1
-        counters.done += 1
-        budget -= 1
-        if not budget:
-            budget = YIELD_EVERY
-            await checkpoint()
+            elif (waiting := emit((ticket, result) if tracked else result)) is not None:
+                await waiting
 
 
 class Turns:
@@ -258,6 +264,7 @@ async def _consume_in_order(nr: NodeRun, turns: Turns, emit: Emit | None) -> Non
     call, many, counters = nr.call, nr.many, nr.counters
     tracked = nr.tracking is not None
     ticket: Any = None
+    worker = counters.worker()
     while True:
         async with turns.lock:
             try:
@@ -267,7 +274,8 @@ async def _consume_in_order(nr: NodeRun, turns: Turns, emit: Emit | None) -> Non
             turn = turns.take()
         if tracked:
             ticket, item = item
-        counters.items_in += 1
+        worker.taken += 1
+        worker.idle = False
         started = time.perf_counter()
         try:
             result = await call(item)
@@ -277,6 +285,7 @@ async def _consume_in_order(nr: NodeRun, turns: Turns, emit: Emit | None) -> Non
                 await nr.fail(item, exc)
             finally:
                 turns.done()
+            counters.failed += 1
             if tracked:
                 ticket.release()
         else:
@@ -287,9 +296,10 @@ async def _consume_in_order(nr: NodeRun, turns: Turns, emit: Emit | None) -> Non
                 await _emit_each(emit, outs, ticket if tracked else None)
             elif tracked:
                 ticket.release()
-            counters.items_out += len(outs)
+            if many:
+                counters.items_out += len(outs)
             turns.done()
-        counters.done += 1
+        worker.idle = True
 
 
 async def _emit_each(emit: Emit, outs: Sequence[Any], ticket: Ticket | None) -> None:
