@@ -213,6 +213,29 @@ class Snapshot:
         return f
 
 
+def wait_for_dead_clients(url: str, timeout: float = 10.0) -> None:
+    """Wait until PostgreSQL has ended the sessions of a killed daemon.
+
+    A statement the daemon sent just before ``kill -9`` may still run, and
+    commit, after the process is gone: the server only notices the closed
+    socket when it next talks to it. Reading the tables before then can miss
+    rows that land a moment later.
+    """
+    if url.startswith("sqlite"):
+        return
+    deadline = time.monotonic() + timeout
+    with connect(url) as connection:
+        while True:
+            (others,) = connection.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            ).fetchone()
+            if not others:
+                return
+            assert time.monotonic() < deadline, f"{others} sessions outlived the daemon"
+            time.sleep(0.01)
+
+
 def snapshot(url: str) -> Snapshot:
     with connect(url) as connection:
 
@@ -301,6 +324,7 @@ def test_kill_9_loses_nothing_and_duplicates_only_the_uncommitted_window(
                 break
             os.kill(process.pid, signal.SIGKILL)
             assert daemon.wait(process, 10) == -signal.SIGKILL
+            wait_for_dead_clients(url)
             replayed, lag = assert_kill_bound(kill, snapshot(url))
             replayed_by.append(replayed)
             lags.append(lag)
