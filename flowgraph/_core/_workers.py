@@ -169,7 +169,8 @@ async def _consume(
     checkpoint = anyio.lowlevel.checkpoint
     # Every YIELD_EVERY items the budget runs out: the worker yields and times that
     # call. A worker that had to wait for an item has just yielded: it times the
-    # call too, so slow nodes get every call timed, and so do a worker's first items.
+    # call too, so slow nodes get every call timed. A worker's first calls are all
+    # timed (budget 1), still yielding only every YIELD_EVERY items.
     budget, taken, yielded = 1, 0, True
     worker = counters.worker()
     worker.idle = False  # from here on, idle only while waiting for input or done
@@ -198,10 +199,15 @@ async def _consume(
             if budget:
                 result = await call(item)
             else:
-                if not yielded:
-                    await checkpoint()
+                if taken > LATENCY_EXACT_FIRST:
+                    budget = YIELD_EVERY
+                    if not yielded:
+                        await checkpoint()
+                else:
+                    budget = 1
+                    if not yielded and not taken % YIELD_EVERY:
+                        await checkpoint()
                 yielded = False
-                budget = YIELD_EVERY if taken > LATENCY_EXACT_FIRST else 1
                 started = perf_counter()
                 result = await call(item)
                 record_latency(perf_counter() - started)
