@@ -1,7 +1,7 @@
 """What always-on statistics cost: W1 with the engine's worker loop, and with a copy of it
 that keeps everything but the counters and the latency sampling.
 
-    .venv/bin/python benchmarks/bench_stats.py          # both backends, best of 7
+    .venv/bin/python benchmarks/bench_stats.py          # both backends, best of 15
 
 Prints items/s for both loops and the cost (1 - on / stripped); the target is
 under 10 %. The stripped loop must stay in step with ``_consume`` in
@@ -22,7 +22,7 @@ from flowgraph._core import _workers
 from flowgraph._core._workers import YIELD_EVERY, _emit_each
 
 N = 200_000
-REPEATS = 7
+REPEATS = 15
 
 
 async def consume_without_statistics(nr: Any, emit: Any, direct: Any) -> None:
