@@ -15,7 +15,7 @@ Metrics, labelled ``graph``, ``node`` and ``kind`` unless noted:
   input stream;
 * histogram ``flowgraph_node_latency_seconds`` (transforms and sinks) of the
   node function's duration. The engine times every call of a node's first 256
-  items, then one call in 32, so ``_count`` counts sampled calls, not items;
+  items, then about one call in 64, so ``_count`` counts sampled calls, not items;
   quantiles are unaffected. Each sample's bucket is exact to within 19% (the
   engine keeps four log buckets per octave), and ``_sum`` is estimated from
   the bucket midpoints;
@@ -309,7 +309,7 @@ def _families(runs: Iterable[RunStatistics]) -> list[Metric]:
     }
     latency = HistogramMetricFamily(
         "flowgraph_node_latency_seconds",
-        "Duration of the node's function: each worker's first 256 calls, then one in 64.",
+        "Duration of the node's function: its first 256 calls, then about one in 64.",
         labels=_LABELS,
     )
     elapsed = GaugeMetricFamily(

@@ -10,7 +10,8 @@ from typing import Any, final
 import anyio
 
 LATENCY_EXACT_FIRST = 256
-"""A worker times each of its first calls, so slow, low-volume nodes get real percentiles.
+"""A node times each of its first calls (this many, shared among its workers), so slow,
+low-volume nodes get real percentiles.
 
 Past them it times the call after each yield (one in 64 while items keep
 coming) and every call that followed a wait for input, so a node that waits for

@@ -169,9 +169,10 @@ async def _consume(
     checkpoint = anyio.lowlevel.checkpoint
     # Every YIELD_EVERY items the budget runs out: the worker yields and times that
     # call. A worker that had to wait for an item has just yielded: it times the
-    # call too, so slow nodes get every call timed. A worker's first calls are all
-    # timed (budget 1), still yielding only every YIELD_EVERY items.
+    # call too, so slow nodes get every call timed. The node's first calls, shared
+    # among its workers, are all timed (budget 1), still yielding every YIELD_EVERY.
     budget, taken, yielded = 1, 0, True
+    exact = max(1, LATENCY_EXACT_FIRST // nr.node.workers)
     worker = counters.worker()
     worker.idle = False  # from here on, idle only while waiting for input or done
     if direct is not None:
@@ -199,7 +200,7 @@ async def _consume(
             if budget:
                 result = await call(item)
             else:
-                if taken > LATENCY_EXACT_FIRST:
+                if taken > exact:
                     budget = YIELD_EVERY
                     if not yielded:
                         await checkpoint()
