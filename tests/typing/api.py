@@ -49,3 +49,16 @@ def from_a_script() -> None:
     result = fg.run(graph, backend="trio")
     assert_type(result, fg.RunResult)
     assert_type(result.stats["store"].items_in, int)
+
+
+async def new_events(after: int | None) -> list[fg.Positioned]:
+    return [fg.Positioned({"id": 1}, position=1)]
+
+
+daemon = fg.Graph("daemon")
+events = daemon.source(fg.poll(new_events, every=60, until_empty=True), checkpoint=True)
+cron_events = daemon.source(fg.poll(new_events, schedule="*/5 * * * *"), checkpoint=True)
+rows = daemon.sink(fg.Upsert("sqlite:///target.db", "events", key="id"), workers=2)
+daemon.connect(events, rows)
+daemon.connect(cron_events, rows)
+assert_type(fg.Positioned(1, position=2).position, Any)
