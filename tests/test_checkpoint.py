@@ -195,6 +195,20 @@ def test_checkpointed_source_must_take_the_resume_position() -> None:
         g.source(no_args, checkpoint=True)
 
 
+def test_a_source_that_needs_the_position_must_be_checkpointed() -> None:
+    """A poll source, or any source taking a position, without checkpoint=True fails at once."""
+
+    async def fetch(after: int | None) -> list[fg.Positioned]:
+        return []  # pragma: no cover
+
+    g = fg.Graph("g")
+    message = r"^source 'fetch' needs an argument, .* declare it with checkpoint=True"
+    with pytest.raises(fg.GraphError, match=message):
+        g.source(fg.poll(fetch, every=60))
+    with pytest.raises(fg.GraphError, match=r"^source 'numbers' needs an argument"):
+        g.source(offsets(3))
+
+
 async def test_untracked_sources_mix_with_checkpointed_ones() -> None:
     """A plain source beside a checkpointed one still delivers; only the latter is committed."""
     store = MemoryCheckpoints()

@@ -169,10 +169,15 @@ class Node(Generic[P, R]):
             raise GraphError(
                 f"max_in_flight of {label} must be an int >= 1 (got {self.max_in_flight!r})"
             )
-        if self.checkpoint and not _accepts_one_argument(self.fn):
+        if self.checkpoint and not _accepts(self.fn, None):
             raise GraphError(
                 f"checkpointed {label} must accept one argument, the position to resume "
                 "after (None on the first run)"
+            )
+        if self.kind is NodeKind.SOURCE and not self.checkpoint and not _accepts(self.fn):
+            raise GraphError(
+                f"{label} needs an argument, but only checkpointed sources get one: declare "
+                "it with checkpoint=True to be handed the position to resume after"
             )
         if self.inline and self.fn_kind.is_async:
             raise GraphError(
@@ -295,9 +300,10 @@ async def open_source(node: Node[..., Any], *args: Any) -> Any:
     return await anyio.to_thread.run_sync(fn, *args)
 
 
-def _accepts_one_argument(fn: Callable[..., Any]) -> bool:
+def _accepts(fn: Callable[..., Any], *args: Any) -> bool:
+    """Whether *fn* can be called with *args*, as far as its signature says."""
     try:
-        inspect.signature(fn).bind(None)
+        inspect.signature(fn).bind(*args)
     except TypeError:
         return False
     except ValueError:  # pragma: no cover - builtins without a signature
