@@ -311,16 +311,13 @@ async def _consume_in_order(nr: NodeRun, turns: Turns, emit: Emit | None) -> Non
 
 async def _emit_each(emit: Emit, outs: Sequence[Any], ticket: Ticket | None) -> None:
     """Emit every output of one item; a ticket's hold becomes one hold per output."""
-    if ticket is None:
-        for out in outs:
-            if (waiting := emit(out)) is not None:
-                await waiting
-        return
-    ticket.pending += len(outs)
+    if ticket is not None:
+        ticket.pending += len(outs)
     for out in outs:
-        if (waiting := emit((ticket, out))) is not None:
+        if (waiting := emit(out if ticket is None else (ticket, out))) is not None:
             await waiting
-    ticket.release()
+    if ticket is not None:
+        ticket.release()
 
 
 async def _produce(nr: NodeRun, emit: Emit) -> None:
