@@ -1,7 +1,12 @@
-"""Property: for any DAG shape and any worker/buffer settings, sinks get exactly what the topology implies."""
+"""Property: for any DAG shape and any worker/buffer settings, sinks get exactly what the topology implies.
+
+Nodes suspend on some items and not others, so chunks (see ``flowgraph._core._edges``)
+are sealed at every kind of moment: a receiver that took a chunk must never miss an item.
+"""
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +36,7 @@ class Shape:
     sinks: list[list[int]] = field(default_factory=list)
     workers: list[int] = field(default_factory=list)
     buffers: list[int] = field(default_factory=list)
+    pauses: list[int] = field(default_factory=list)  # per node: suspend on items divisible by it
 
 
 @st.composite
@@ -56,8 +62,21 @@ def shapes(draw: st.DrawFn) -> Shape:
             shape.sinks[0].append(producer)
     n = len(shape.transforms) + len(shape.sinks)
     shape.workers = draw(st.lists(st.integers(1, 4), min_size=n, max_size=n))
-    shape.buffers = draw(st.lists(st.integers(0, 3), min_size=n, max_size=n))
+    shape.buffers = draw(st.lists(BUFFERS, min_size=n, max_size=n))
+    shape.pauses = draw(st.lists(PAUSES, min_size=len(sources) + n, max_size=len(sources) + n))
     return shape
+
+
+BUFFERS = st.sampled_from([0, 1, 3, 16, 40, 100])
+"""Small buffers carry one item per chunk; from 16 up, several."""
+
+PAUSES = st.sampled_from([1, 2, 3, 7, 1000])
+"""A node suspends on the items divisible by this: always, often, now and then, almost never."""
+
+
+async def pause_on(x: int, every: int) -> None:
+    if x % every == 0:
+        await anyio.lowlevel.checkpoint()
 
 
 def expected(shape: Shape) -> list[Counter[int]]:
@@ -72,12 +91,12 @@ def expected(shape: Shape) -> list[Counter[int]]:
     return [sum((outputs[up] for up in ups), Counter()) for ups in shape.sinks]
 
 
-def make_transform(op: str, flavour: str) -> Callable[..., Any]:
+def make_transform(op: str, flavour: str, pause: int) -> Callable[..., Any]:
     fn = OPS[op]
     if flavour == "async":
 
         async def a(x: int) -> int:
-            await anyio.lowlevel.checkpoint()
+            await pause_on(x, pause)
             return fn(x)[0]
 
         return a
@@ -87,6 +106,7 @@ def make_transform(op: str, flavour: str) -> Callable[..., Any]:
 
         async def ag(x: int) -> AsyncIterator[int]:
             for out in fn(x):
+                await pause_on(out, pause)
                 yield out
 
         return ag
@@ -99,8 +119,9 @@ def make_transform(op: str, flavour: str) -> Callable[..., Any]:
 
 def build(shape: Shape) -> tuple[fg.Graph, list[Counter[int]]]:
     g = fg.Graph("property")
+    pauses = iter(shape.pauses)
     nodes: list[fg.Node[..., Any]] = [
-        g.source(list(items), name=f"s{i}") for i, items in enumerate(shape.sources)
+        g.source(paused(items, next(pauses)), name=f"s{i}") for i, items in enumerate(shape.sources)
     ]
     settings = iter(zip(shape.workers, shape.buffers, strict=True))
     for i, (op, flavour, ups) in enumerate(shape.transforms):
@@ -108,7 +129,10 @@ def build(shape: Shape) -> tuple[fg.Graph, list[Counter[int]]]:
             flavour = "sync_gen"  # one-output flavours cannot express filters or flat-maps
         workers, buffer = next(settings)
         node = g.transform(
-            make_transform(op, flavour), name=f"t{i}_{op}", workers=workers, buffer=buffer
+            make_transform(op, flavour, next(pauses)),
+            name=f"t{i}_{op}",
+            workers=workers,
+            buffer=buffer,
         )
         for up in ups:
             g.connect(nodes[up], node)
@@ -118,7 +142,10 @@ def build(shape: Shape) -> tuple[fg.Graph, list[Counter[int]]]:
         received: Counter[int] = Counter()
         seen.append(received)
 
-        async def sink(x: int, received: Counter[int] = received) -> None:
+        async def sink(
+            x: int, received: Counter[int] = received, pause: int = next(pauses)
+        ) -> None:
+            await pause_on(x, pause)
             received[x] += 1
 
         workers, buffer = next(settings)
@@ -128,6 +155,17 @@ def build(shape: Shape) -> tuple[fg.Graph, list[Counter[int]]]:
     return g, seen
 
 
+def paused(items: list[int], pause: int) -> Callable[[], AsyncIterator[int]]:
+    """A source of *items* that suspends before the items divisible by *pause*."""
+
+    async def source() -> AsyncIterator[int]:
+        for item in items:
+            await pause_on(item, pause)
+            yield item
+
+    return source
+
+
 @given(shape=shapes())
 async def test_every_sink_receives_exactly_what_the_topology_implies(shape: Shape) -> None:
     """Fan-out copies, fan-in merges, flat-maps multiply, filters drop: nothing else changes."""
@@ -135,3 +173,37 @@ async def test_every_sink_receives_exactly_what_the_topology_implies(shape: Shap
     with anyio.fail_after(10):
         await g.run()
     assert seen == expected(shape)
+
+
+@given(
+    items=st.lists(st.integers(0, 10_000), max_size=300),
+    buffers=st.lists(BUFFERS, min_size=3, max_size=3),
+    pauses=st.lists(PAUSES, min_size=4, max_size=4),
+)
+async def test_a_chain_of_single_workers_keeps_order(
+    items: list[int], buffers: list[int], pauses: list[int]
+) -> None:
+    """One worker per node: items leave every node in the order they came, however chunked."""
+    g = fg.Graph("chain")
+    received: list[int] = []
+
+    async def step(x: int, pause: int) -> int:
+        await pause_on(x, pause)
+        return x
+
+    async def sink(x: int) -> None:
+        await pause_on(x, pauses[3])
+        received.append(x)
+
+    middle = [
+        g.transform(functools.partial(step, pause=pause), name=f"t{i}", buffer=buffer)
+        for i, (pause, buffer) in enumerate(zip(pauses[1:3], buffers, strict=False))
+    ]
+    g.chain(
+        g.source(paused(items, pauses[0]), name="s"),
+        *middle,
+        g.sink(sink, name="k", buffer=buffers[2]),
+    )
+    with anyio.fail_after(10):
+        await g.run()
+    assert received == items

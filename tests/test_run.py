@@ -320,8 +320,12 @@ async def test_ordered_generator_transform_keeps_order_and_skips_failures() -> N
     assert result.stats["maybe_twice"].skipped == 1
 
 
-async def test_bounded_buffers_push_back_on_the_source() -> None:
-    """A slow sink holds the source back: items in transit never exceed the buffers."""
+@pytest.mark.parametrize("buffer", [4, 64])
+async def test_bounded_buffers_push_back_on_the_source(buffer: int) -> None:
+    """A slow sink holds the source back: items in transit never exceed the buffers.
+
+    A buffer of 64 carries chunks of 4 items: the bound still counts items.
+    """
     produced = consumed = max_gap = 0
 
     async def source() -> AsyncIterator[int]:
@@ -337,11 +341,15 @@ async def test_bounded_buffers_push_back_on_the_source() -> None:
         await anyio.lowlevel.checkpoint()
 
     g = fg.Graph("g")
-    g.chain(g.source(source), g.transform(_async_double, buffer=4), g.sink(slow_sink, buffer=4))
+    g.chain(
+        g.source(source),
+        g.transform(_async_double, buffer=buffer),
+        g.sink(slow_sink, buffer=buffer),
+    )
     await g.run()
     assert consumed == 200
-    # two buffers of 4, one item in each worker, one being produced
-    assert max_gap <= 4 + 4 + 1 + 1 + 1
+    # two buffers, one item in each worker, one being produced
+    assert max_gap <= buffer + buffer + 1 + 1 + 1
 
 
 # -- statistics ---------------------------------------------------------------------------

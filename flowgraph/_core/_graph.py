@@ -189,8 +189,9 @@ class Graph:
         Keyword Args:
             name (str | None): node name, unique in the graph (default: the function's name).
             workers (int): how many items the node processes concurrently.
-            buffer (int): capacity of the node's input stream; a full buffer pushes back
-                on the upstream nodes. ``0`` hands items over one at a time.
+            buffer (int): how many items may wait in the node's input stream; a full
+                buffer pushes back on the upstream nodes. ``0`` hands items over one
+                at a time.
             ordered (bool): emit outputs in input order even with several workers.
             inline (bool): run a sync function on the event loop instead of in a thread.
             retry (Policy | None): a retry policy such as ``fg.Retry(attempts=5)``.

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, final
 import anyio
 
 from ._acks import CheckpointStore, Tracking
-from ._edges import make_emitter
+from ._edges import make_emitter, make_outlets
 from ._events import (
     Event,
     HookTable,
@@ -202,15 +202,23 @@ class Run:
             self.emit(NodeStarted(self, name))
             downstream = graph.downstream(name)
             route = graph.route_of(name)
+            limits = {d: self._nodes[d].chunk_limit for d in downstream}
             for _ in range(nr.workers_left):
                 outputs = {d: self._inbox_sender(d).clone() for d in downstream}
+                outlets = make_outlets(outputs, limits, routed=route is not None)
+                for target, outlet in outlets.items():
+                    self._nodes[target].inbound.append(outlet)
                 emit = (
-                    make_emitter(name, outputs, route, nr.fail, tracked=self.tracking is not None)
+                    make_emitter(name, outlets, route, nr.fail, tracked=self.tracking is not None)
                     if outputs
                     else None
                 )
                 worker = functools.partial(
-                    run_worker, nr, emit, list(outputs.values()), routed=route is not None
+                    run_worker,
+                    nr,
+                    emit,
+                    list(dict.fromkeys(outlets.values())),
+                    routed=route is not None,
                 )
                 task_group.start_soon(worker, name=name)
         for nr in self._nodes.values():

@@ -1,9 +1,10 @@
 """The per-node state of a run and the worker loops: the engine's hot path.
 
-A worker takes items with ``receive_nowait`` and awaits ``receive`` only when
-its input is empty; it sends the same way (see ``_edges``). A worker that never
-has to wait still yields to the scheduler every ``YIELD_EVERY`` items, so other
-tasks keep running and cancellation stays prompt at full throughput.
+A worker takes chunks of items (see ``_edges``) with ``receive_nowait`` and
+awaits ``receive`` only when its input is empty; it sends through its outlets
+the same way. A worker that never has to wait still yields to the scheduler
+every ``YIELD_EVERY`` items, so other tasks keep running and cancellation stays
+prompt at full throughput.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import anyio.to_thread
 from anyio import EndOfStream, WouldBlock
 
 from ._acks import UNTRACKED, Positioned
+from ._edges import SealOnSuspend, chunk_capacity, chunk_limit, sealer
 from ._events import ItemDeadLettered, ItemFailed, NodeFinished
 from ._exceptions import AttemptsExhausted, NodeError, describe_error, describe_item
 from ._nodes import Node, NodeKind, adapt_call, apply_policies, open_source
@@ -31,12 +33,12 @@ from ._stats import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Coroutine, Sequence
 
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
     from ._acks import SourceTracker, Ticket
-    from ._edges import Emit
+    from ._edges import Emit, Outlet
     from ._run import Run
 
 YIELD_EVERY = 64
@@ -62,8 +64,11 @@ class NodeRun:
         self.tracking = run.tracking
         self.turns: Turns | None = None
         self.many = False
+        self.chunk_limit = chunk_limit(node.buffer, node.workers)
+        self.inbound: list[Outlet] = []
         if node.kind is not NodeKind.SOURCE:
-            self.inbox_send, self.inbox = anyio.create_memory_object_stream[Any](node.buffer)
+            capacity = chunk_capacity(node.buffer, self.chunk_limit)
+            self.inbox_send, self.inbox = anyio.create_memory_object_stream[Any](capacity)
             call, self.many = adapt_call(node, anyio.CapacityLimiter(node.workers))
             self.call = apply_policies(call, node, self)
             if node.ordered and node.workers > 1:
@@ -101,7 +106,6 @@ class NodeRun:
 
     def statistics(self) -> NodeStatistics:
         c, node = self.counters, self.node
-        queue = self.inbox.statistics() if self.inbox is not None else None
         latency = c.latency
         items_in, in_flight = c.items_in, c.in_flight
         counted_out = node.kind is NodeKind.SOURCE or self.many
@@ -115,8 +119,8 @@ class NodeRun:
             skipped=c.skipped,
             dead_lettered=c.dead_lettered,
             in_flight=in_flight,
-            queue_depth=queue.current_buffer_used if queue else 0,
-            queue_capacity=int(queue.max_buffer_size) if queue else 0,
+            queue_depth=sum(outlet.queued() for outlet in self.inbound) - items_in,
+            queue_capacity=node.buffer if self.inbox is not None else 0,
             workers=node.workers,
             elapsed=elapsed_between(c.started_at, c.finished_at),
             finished=c.finished_at is not None,
@@ -128,31 +132,45 @@ class NodeRun:
 
 
 async def run_worker(
-    nr: NodeRun, emit: Emit | None, outputs: list[MemoryObjectSendStream[Any]], *, routed: bool
+    nr: NodeRun, emit: Emit | None, outlets: list[Outlet], *, routed: bool
 ) -> None:
     """Run one worker of *nr*; whatever happens, close its output streams and mark it exited."""
     try:
         if nr.node.kind is NodeKind.SOURCE:
             assert emit is not None
             with nr.stop_scope:
-                await _produce(nr, emit)
-        elif nr.turns is None:
-            direct = outputs[0] if len(outputs) == 1 and not routed and not nr.many else None
-            await _consume(nr, emit, direct)
+                await _sealed(_produce(nr, emit), outlets)
+        elif nr.turns is not None:
+            await _sealed(_consume_in_order(nr, nr.turns, emit), outlets)
         else:
-            await _consume_in_order(nr, nr.turns, emit)
+            await _sealed(_consume(nr, emit, _direct(nr, outlets, routed)), outlets)
     finally:
-        for stream in outputs:
-            stream.close()
+        for outlet in outlets:
+            for stream in outlet.streams:
+                stream.close()
         nr.worker_exited()
 
 
-async def _consume(
-    nr: NodeRun, emit: Emit | None, direct: MemoryObjectSendStream[Any] | None
-) -> None:
-    """Take items until the input ends; call the node on each; emit its outputs.
+def _sealed(work: Coroutine[Any, Any, None], outlets: list[Outlet]) -> Awaitable[None]:
+    """*work*, with the worker's open chunks sealed whenever it suspends (see ``_edges``)."""
+    return SealOnSuspend(work, sealer(outlets)) if outlets else work
 
-    A node with one output per item and one downstream sends to *direct* itself,
+
+def _direct(nr: NodeRun, outlets: list[Outlet], routed: bool) -> Outlet | None:
+    """The outlet a worker may put its one output per item into, bypassing its emitter.
+
+    A tracked fan-out must go through the emitter, which adds a hold per extra branch.
+    """
+    if routed or nr.many or len(outlets) != 1:
+        return None
+    outlet = outlets[0]
+    return outlet if nr.tracking is None or len(outlet.streams) == 1 else None
+
+
+async def _consume(nr: NodeRun, emit: Emit | None, direct: Outlet | None) -> None:
+    """Take chunks until the input ends; call the node on each item; emit its outputs.
+
+    A node with one output per item and one downstream puts into *direct* itself,
     which saves a call per item on the hottest path.
 
     When the run tracks acknowledgements, items are ``(ticket, item)``
@@ -176,14 +194,14 @@ async def _consume(
     worker = counters.worker()
     worker.idle = False  # from here on, idle only while waiting for input or done
     if direct is not None:
-        send_nowait, send = direct.send_nowait, direct.send
+        limit, open_chunk = direct.limit, direct.open
     while True:
         try:
-            item = receive_nowait()
+            chunk = receive_nowait()
         except WouldBlock:
             worker.idle = True
             try:
-                item = await receive()
+                chunk = await receive()
             except EndOfStream:
                 return
             worker.idle = False
@@ -191,47 +209,49 @@ async def _consume(
         except EndOfStream:
             worker.idle = True
             return
-        if tracked:
-            ticket, item = item
-        taken += 1
-        worker.taken = taken
-        budget -= 1
-        try:
-            if budget:
-                result = await call(item)
-            else:
-                if taken > exact:
-                    budget = YIELD_EVERY
-                    if not yielded:
-                        await checkpoint()
-                else:
-                    budget = 1
-                    if not yielded and not taken % YIELD_EVERY:
-                        await checkpoint()
-                yielded = False
-                started = perf_counter()
-                result = await call(item)
-                record_latency(perf_counter() - started)
-        except Exception as exc:
-            await fail(item, exc)
-            counters.failed += 1
+        for item in chunk:
             if tracked:
-                ticket.release()
-        else:
-            if direct is not None:
-                out = (ticket, result) if tracked else result
-                try:
-                    send_nowait(out)
-                except WouldBlock:
-                    await send(out)
-            elif emit is None:
+                ticket, item = item
+            taken += 1
+            worker.taken = taken
+            budget -= 1
+            try:
+                if budget:
+                    result = await call(item)
+                else:
+                    if taken > exact:
+                        budget = YIELD_EVERY
+                        if not yielded:
+                            await checkpoint()
+                    else:
+                        budget = 1
+                        if not yielded and not taken % YIELD_EVERY:
+                            await checkpoint()
+                    yielded = False
+                    started = perf_counter()
+                    result = await call(item)
+                    record_latency(perf_counter() - started)
+            except Exception as exc:
+                await fail(item, exc)
+                counters.failed += 1
                 if tracked:
                     ticket.release()
-            elif many:
-                await _emit_each(emit, result, ticket if tracked else None)
-                counters.items_out += len(result)
-            elif (waiting := emit((ticket, result) if tracked else result)) is not None:
-                await waiting
+            else:
+                if direct is not None:
+                    out = (ticket, result) if tracked else result
+                    open_ = direct.chunk
+                    if open_ is not None and len(open_) < limit:
+                        open_.append(out)
+                    elif (waiting := open_chunk(out)) is not None:
+                        await waiting
+                elif emit is None:
+                    if tracked:
+                        ticket.release()
+                elif many:
+                    await _emit_each(emit, result, ticket if tracked else None)
+                    counters.items_out += len(result)
+                elif (waiting := emit((ticket, result) if tracked else result)) is not None:
+                    await waiting
 
 
 class Turns:
@@ -247,9 +267,10 @@ class Turns:
         self.now_serving = 0
         self.waiting: dict[int, anyio.Event] = {}
 
-    def take(self) -> int:
+    def take(self, count: int) -> int:
+        """Take *count* consecutive tickets; return the first."""
         ticket = self.next_ticket
-        self.next_ticket += 1
+        self.next_ticket += count
         return ticket
 
     async def wait(self, ticket: int) -> None:
@@ -275,38 +296,39 @@ async def _consume_in_order(nr: NodeRun, turns: Turns, emit: Emit | None) -> Non
     while True:
         async with turns.lock:
             try:
-                item = await inbox.receive()
+                chunk = await inbox.receive()
             except EndOfStream:
                 return
-            turn = turns.take()
-        if tracked:
-            ticket, item = item
-        worker.taken += 1
-        worker.idle = False
-        started = time.perf_counter()
-        try:
-            result = await call(item)
-        except Exception as exc:
-            await turns.wait(turn)
-            try:
-                await nr.fail(item, exc)
-            finally:
-                turns.done()
-            counters.failed += 1
+            first = turns.take(len(chunk))
+        for turn, item in enumerate(chunk, first):
             if tracked:
-                ticket.release()
-        else:
-            counters.latency.record(time.perf_counter() - started)
-            await turns.wait(turn)
-            outs = result if many else (result,)
-            if emit is not None:
-                await _emit_each(emit, outs, ticket if tracked else None)
-            elif tracked:
-                ticket.release()
-            if many:
-                counters.items_out += len(outs)
-            turns.done()
-        worker.idle = True
+                ticket, item = item
+            worker.taken += 1
+            worker.idle = False
+            started = time.perf_counter()
+            try:
+                result = await call(item)
+            except Exception as exc:
+                await turns.wait(turn)
+                try:
+                    await nr.fail(item, exc)
+                finally:
+                    turns.done()
+                counters.failed += 1
+                if tracked:
+                    ticket.release()
+            else:
+                counters.latency.record(time.perf_counter() - started)
+                await turns.wait(turn)
+                outs = result if many else (result,)
+                if emit is not None:
+                    await _emit_each(emit, outs, ticket if tracked else None)
+                elif tracked:
+                    ticket.release()
+                if many:
+                    counters.items_out += len(outs)
+                turns.done()
+            worker.idle = True
 
 
 async def _emit_each(emit: Emit, outs: Sequence[Any], ticket: Ticket | None) -> None:

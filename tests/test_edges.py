@@ -1,0 +1,143 @@
+"""Edges carry chunks: items appended while the sender runs, sealed when it suspends."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import flowgraph as fg
+from flowgraph._core._edges import Outlet, SealOnSuspend, chunk_capacity, chunk_limit
+
+
+@given(buffer=st.integers(0, 100_000), workers=st.integers(1, 64))
+def test_chunks_never_let_more_than_buffer_items_wait(buffer: int, workers: int) -> None:
+    """Full chunks in the stream plus the rest of one in hand stay within the buffer."""
+    limit = chunk_limit(buffer, workers)
+    capacity = chunk_capacity(buffer, limit)
+    assert limit >= 1
+    assert capacity >= 0
+    assert capacity * limit + limit - 1 <= max(buffer, limit - 1)
+    if workers > 1 or buffer < 32:
+        assert (limit, capacity) == (1, buffer)
+    else:
+        assert capacity >= 15
+
+
+async def test_an_outlet_appends_to_the_chunk_in_the_stream_until_sealed() -> None:
+    send, receive = anyio.create_memory_object_stream[Any](4)
+    with send, receive:
+        outlet = Outlet([send], limit=3)
+        for item in (1, 2, 3, 4):
+            assert outlet.put(item) is None
+        outlet.seal()
+        assert outlet.put(5) is None
+        assert [receive.receive_nowait() for _ in range(3)] == [[1, 2, 3], [4], [5]]
+        assert outlet.queued() == 5
+
+
+async def test_a_full_stream_makes_put_wait_and_counts_the_chunk_once_sent() -> None:
+    send, receive = anyio.create_memory_object_stream[Any](0)
+    received: list[Any] = []
+
+    async def take() -> None:
+        received.append(await receive.receive())
+
+    with send, receive:
+        outlet = Outlet([send], limit=8)
+        waiting = outlet.put("x")
+        assert waiting is not None
+        assert outlet.queued() == 0
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(take)
+            await waiting
+    assert received == [["x"]]
+    assert outlet.queued() == 1
+    assert outlet.chunk is None  # the receiver may have it: never appended to again
+
+
+async def test_seal_on_suspend_sees_each_suspension_and_passes_results_through() -> None:
+    suspensions = 0
+
+    def count() -> None:
+        nonlocal suspensions
+        suspensions += 1
+
+    async def body() -> str:
+        for _ in range(3):
+            await anyio.lowlevel.checkpoint()
+        await anyio.sleep(0.001)
+        return "done"
+
+    assert await SealOnSuspend(body(), count) == "done"
+    assert suspensions >= 4
+
+
+async def test_seal_on_suspend_passes_errors_and_cancellation_through() -> None:
+    cleaned_up = anyio.Event()
+
+    async def fails() -> None:
+        await anyio.lowlevel.checkpoint()
+        raise LookupError("boom")
+
+    with pytest.raises(LookupError, match="boom"):
+        await SealOnSuspend(fails(), lambda: None)
+
+    async def sleeps() -> None:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cleaned_up.set()
+
+    with anyio.move_on_after(0.01) as scope:
+        await SealOnSuspend(sleeps(), lambda: None)
+    assert scope.cancelled_caught
+    assert cleaned_up.is_set()
+
+
+async def test_an_item_emitted_after_the_receiver_took_the_chunk_still_arrives() -> None:
+    """The source suspends between items, so the sink takes each chunk while it is open."""
+    received: list[int] = []
+    g = fg.Graph("sealed")
+
+    @g.source
+    async def numbers() -> AsyncIterator[int]:
+        for i in range(100):
+            yield i
+            if i % 5 == 4:
+                await anyio.lowlevel.checkpoint()
+
+    @g.sink(buffer=256)
+    async def collect(x: int) -> None:
+        received.append(x)
+
+    g.connect(numbers, collect)
+    await g.run()
+    assert received == list(range(100))
+
+
+async def test_queue_depth_counts_items_not_chunks() -> None:
+    """A blocked sink with a buffer of 64 (chunks of 4): every waiting item is counted."""
+    started, release = anyio.Event(), anyio.Event()
+    g = fg.Graph("held")
+
+    @g.sink(buffer=64)
+    async def store(n: int) -> None:
+        started.set()
+        await release.wait()
+
+    g.connect(g.source(range(1000), name="numbers"), store)
+    async with fg.open_run(g) as run:
+        await started.wait()
+        await anyio.wait_all_tasks_blocked()
+        nodes = run.statistics().nodes
+        release.set()
+    sink = nodes["store"]
+    assert (sink.queue_capacity, sink.in_flight) == (64, 1)
+    assert 64 - 4 <= sink.queue_depth <= 64
+    assert sink.queue_depth + sink.in_flight == nodes["numbers"].items_out
