@@ -34,46 +34,48 @@ async def consume_without_statistics(nr: Any, emit: Any, direct: Any) -> None:
     checkpoint = anyio.lowlevel.checkpoint
     budget, yielded = 1, True
     if direct is not None:
-        send_nowait, send = direct.send_nowait, direct.send
+        limit, open_chunk = direct.limit, direct.open
     while True:
         try:
-            item = receive_nowait()
+            chunk = receive_nowait()
         except WouldBlock:
             try:
-                item = await receive()
+                chunk = await receive()
             except EndOfStream:
                 return
             budget, yielded = 1, True
         except EndOfStream:
             return
-        if tracked:
-            ticket, item = item
-        budget -= 1
-        try:
-            if not budget:
-                if not yielded:
-                    await checkpoint()
-                yielded = False
-                budget = YIELD_EVERY
-            result = await call(item)
-        except Exception as exc:
-            await fail(item, exc)
+        for item in chunk:
             if tracked:
-                ticket.release()
-        else:
-            if direct is not None:
-                out = (ticket, result) if tracked else result
-                try:
-                    send_nowait(out)
-                except WouldBlock:
-                    await send(out)
-            elif emit is None:
+                ticket, item = item
+            budget -= 1
+            try:
+                if not budget:
+                    if not yielded:
+                        await checkpoint()
+                    yielded = False
+                    budget = YIELD_EVERY
+                result = await call(item)
+            except Exception as exc:
+                await fail(item, exc)
                 if tracked:
                     ticket.release()
-            elif many:
-                await _emit_each(emit, result, ticket if tracked else None)
-            elif (waiting := emit((ticket, result) if tracked else result)) is not None:
-                await waiting
+            else:
+                if direct is not None:
+                    out = (ticket, result) if tracked else result
+                    open_ = direct.chunk
+                    if open_ is not None and len(open_) < limit:
+                        open_.append(out)
+                    elif (waiting := open_chunk(out)) is not None:
+                        await waiting
+                elif emit is None:
+                    if tracked:
+                        ticket.release()
+                elif many:
+                    await _emit_each(emit, result, ticket if tracked else None)
+                elif (waiting := emit((ticket, result) if tracked else result)) is not None:
+                    await waiting
 
 
 def main() -> None:
