@@ -34,7 +34,7 @@ async def consume_without_statistics(nr: Any, emit: Any, direct: Any) -> None:
     checkpoint = anyio.lowlevel.checkpoint
     budget, yielded = 1, True
     if direct is not None:
-        limit, open_chunk = direct.limit, direct.open
+        open_chunk = direct.open
     while True:
         try:
             chunk = receive_nowait()
@@ -46,6 +46,7 @@ async def consume_without_statistics(nr: Any, emit: Any, direct: Any) -> None:
             budget, yielded = 1, True
         except EndOfStream:
             return
+        chunk.room = 0
         for item in chunk:
             if tracked:
                 ticket, item = item
@@ -65,7 +66,8 @@ async def consume_without_statistics(nr: Any, emit: Any, direct: Any) -> None:
                 if direct is not None:
                     out = (ticket, result) if tracked else result
                     open_ = direct.chunk
-                    if open_ is not None and len(open_) < limit:
+                    if open_.room:
+                        open_.room -= 1
                         open_.append(out)
                     elif (waiting := open_chunk(out)) is not None:
                         await waiting

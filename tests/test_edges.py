@@ -1,4 +1,4 @@
-"""Edges carry chunks: items appended while the sender runs, sealed when it suspends."""
+"""Edges carry chunks: a sender appends to its chunk in the stream until a receiver takes it."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import flowgraph as fg
-from flowgraph._core._edges import Outlet, SealOnSuspend, chunk_capacity, chunk_limit
+from flowgraph._core._edges import Outlet, chunk_capacity, chunk_limit
 
 
 @given(buffer=st.integers(0, 100_000), workers=st.integers(1, 64))
@@ -29,19 +28,24 @@ def test_chunks_never_let_more_than_buffer_items_wait(buffer: int, workers: int)
         assert capacity >= 15
 
 
-async def test_an_outlet_appends_to_the_chunk_in_the_stream_until_sealed() -> None:
+async def test_an_outlet_appends_to_its_chunk_in_the_stream_until_a_receiver_takes_it() -> None:
     send, receive = anyio.create_memory_object_stream[Any](4)
     with send, receive:
         outlet = Outlet([send], limit=3)
         for item in (1, 2, 3, 4):
             assert outlet.put(item) is None
-        outlet.seal()
+        first = receive.receive_nowait()
+        first.room = 0  # what every receiver does as it takes a chunk
         assert outlet.put(5) is None
-        assert [receive.receive_nowait() for _ in range(3)] == [[1, 2, 3], [4], [5]]
-        assert outlet.queued() == 5
+        assert outlet.put(6) is None
+        taken = receive.receive_nowait()
+        taken.room = 0
+        assert outlet.put(7) is None
+        assert (first, taken, receive.receive_nowait()) == ([1, 2, 3], [4, 5, 6], [7])
+        assert outlet.queued() == 7
 
 
-async def test_a_full_stream_makes_put_wait_and_counts_the_chunk_once_sent() -> None:
+async def test_a_full_stream_makes_put_wait_and_the_chunk_fill_once_sent() -> None:
     send, receive = anyio.create_memory_object_stream[Any](0)
     received: list[Any] = []
 
@@ -56,52 +60,28 @@ async def test_a_full_stream_makes_put_wait_and_counts_the_chunk_once_sent() -> 
         async with anyio.create_task_group() as tg:
             tg.start_soon(take)
             await waiting
-    assert received == [["x"]]
-    assert outlet.queued() == 1
-    assert outlet.chunk is None  # the receiver may have it: never appended to again
+        assert outlet.queued() == 1
+        assert outlet.put("y") is None  # the receiver has not marked it taken
+    assert received == [["x", "y"]]
 
 
-async def test_seal_on_suspend_sees_each_suspension_and_passes_results_through() -> None:
-    suspensions = 0
-
-    def count() -> None:
-        nonlocal suspensions
-        suspensions += 1
-
-    async def body() -> str:
-        for _ in range(3):
-            await anyio.lowlevel.checkpoint()
-        await anyio.sleep(0.001)
-        return "done"
-
-    assert await SealOnSuspend(body(), count) == "done"
-    assert suspensions >= 4
-
-
-async def test_seal_on_suspend_passes_errors_and_cancellation_through() -> None:
-    cleaned_up = anyio.Event()
-
-    async def fails() -> None:
-        await anyio.lowlevel.checkpoint()
-        raise LookupError("boom")
-
-    with pytest.raises(LookupError, match="boom"):
-        await SealOnSuspend(fails(), lambda: None)
-
-    async def sleeps() -> None:
-        try:
-            await anyio.sleep_forever()
-        finally:
-            cleaned_up.set()
-
-    with anyio.move_on_after(0.01) as scope:
-        await SealOnSuspend(sleeps(), lambda: None)
-    assert scope.cancelled_caught
-    assert cleaned_up.is_set()
+async def test_a_chunk_whose_send_was_cancelled_takes_no_more_items() -> None:
+    send, receive = anyio.create_memory_object_stream[Any](0)
+    with send, receive:
+        outlet = Outlet([send], limit=8)
+        waiting = outlet.put("x")
+        assert waiting is not None
+        with anyio.move_on_after(0.01):
+            await waiting
+        assert outlet.queued() == 0
+        again = outlet.put("y")  # a new chunk, which waits again
+        assert again is not None
+        with anyio.move_on_after(0.01):
+            await again
 
 
 async def test_an_item_emitted_after_the_receiver_took_the_chunk_still_arrives() -> None:
-    """The source suspends between items, so the sink takes each chunk while it is open."""
+    """The source suspends between items, so the sink takes chunks that still have room."""
     received: list[int] = []
     g = fg.Graph("sealed")
 

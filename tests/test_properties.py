@@ -1,7 +1,8 @@
 """Property: for any DAG shape and any worker/buffer settings, sinks get exactly what the topology implies.
 
-Nodes suspend on some items and not others, so chunks (see ``flowgraph._core._edges``)
-are sealed at every kind of moment: a receiver that took a chunk must never miss an item.
+Nodes suspend on some items and not others, so receivers take chunks (see
+``flowgraph._core._edges``) at every kind of moment, full or still filling: none
+may miss an item or see one twice.
 """
 
 from __future__ import annotations

@@ -6,15 +6,15 @@ upstream node holds its own clone of that stream's send side, so the input ends
 end of input propagates through the graph by closing streams, and fan-in needs
 no extra bookkeeping.
 
-Streams carry *chunks*: lists of items. A worker's :class:`Outlet` sends a new
-chunk for an item, then appends the items that follow to that same list, which
-is already in the stream, until the chunk is full or the worker suspends. A
-receiver can only take the chunk while the worker is suspended, and
-:class:`SealOnSuspend` seals every open chunk of a worker the moment it
-suspends, so no append is ever missed, and an item is in its downstream stream
-the moment it is emitted: chunks cut the stream operations per item without
-holding any item back. Sending takes the ``send_nowait`` fast path and awaits
-``send`` only when the stream is full.
+Streams carry chunks (:class:`Chunk`): lists of items. A worker's :class:`Outlet` sends
+a new chunk for an item, then appends the items that follow to that same list,
+which is already in the stream, until it is full or a receiver has taken it: a
+receiver takes a chunk and sets its ``room`` to 0 in one step, before it reads
+an item, so it sees every item appended before and none is appended after. An
+item is in its downstream stream the moment it is emitted; chunks only cut the
+stream operations per item. Under backpressure a full stream's last chunk keeps
+filling, so a full buffer holds full chunks. Sending takes the ``send_nowait``
+fast path and awaits ``send`` only when the stream is full.
 
 An emitter is a plain function, not a coroutine function: ``emit(item)`` returns
 ``None`` when the item was delivered at once, or an awaitable that finishes the
@@ -23,14 +23,12 @@ delivery, so the common case creates no coroutine and awaits nothing.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Generator, Hashable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from anyio import WouldBlock
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
-
     from anyio.streams.memory import MemoryObjectSendStream
 
     from ._acks import Ticket
@@ -63,11 +61,24 @@ def chunk_capacity(buffer: int, limit: int) -> int:
     return (buffer - limit + 1) // limit
 
 
+class Chunk(list[Any]):
+    """Items that travel together; ``room``: how many more may join (0 once taken)."""
+
+    __slots__ = ("room",)
+    room: int
+
+
+_NO_CHUNK = Chunk()
+_NO_CHUNK.room = 0
+"""An outlet's chunk before its first one and while a full stream holds up the next: it
+takes no item and counts none."""
+
+
 class Outlet:
     """One worker's send side of one edge, or of every edge of a fan-out: it sends chunks.
 
-    ``sent`` counts the items of the chunks it no longer appends to; with the
-    open chunk's items that is everything it put into its streams.
+    ``sent`` counts the items of the chunks it has moved on from; with its
+    current chunk's items that is everything it put into its streams.
     """
 
     __slots__ = ("chunk", "limit", "sent", "streams")
@@ -75,21 +86,24 @@ class Outlet:
     def __init__(self, streams: Sequence[MemoryObjectSendStream[Any]], limit: int) -> None:
         self.streams = streams
         self.limit = limit
-        self.chunk: list[Any] | None = None
+        self.chunk = _NO_CHUNK
         self.sent = 0
 
     def put(self, item: Any) -> Awaitable[None] | None:
         """Deliver *item*; return an awaitable when a full stream makes the delivery wait."""
         chunk = self.chunk
-        if chunk is not None and len(chunk) < self.limit:
+        if chunk.room:
+            chunk.room -= 1
             chunk.append(item)
             return None
         return self.open(item)
 
     def open(self, item: Any) -> Awaitable[None] | None:
         """Send a new chunk that starts with *item*."""
-        self.seal()
-        chunk = [item]
+        self.sent += len(self.chunk)
+        self.chunk = _NO_CHUNK
+        chunk = Chunk((item,))
+        chunk.room = self.limit - 1
         for index, stream in enumerate(self.streams):
             try:
                 stream.send_nowait(chunk)
@@ -98,77 +112,23 @@ class Outlet:
         self.chunk = chunk
         return None
 
-    async def _send_from(self, index: int, chunk: list[Any]) -> None:
-        """Finish sending *chunk* from ``streams[index]``, which was full; count it once sent."""
-        streams = self.streams
-        await streams[index].send(chunk)
-        for stream in streams[index + 1 :]:
-            try:
-                stream.send_nowait(chunk)
-            except WouldBlock:
-                await stream.send(chunk)
-        self.sent += len(chunk)
-
-    def seal(self) -> None:
-        """Stop appending to the open chunk: a receiver may take it from now on."""
-        chunk = self.chunk
-        if chunk is not None:
-            self.sent += len(chunk)
-            self.chunk = None
+    async def _send_from(self, index: int, chunk: Chunk) -> None:
+        """Finish sending *chunk* from ``streams[index]``, which was full."""
+        try:
+            await self.streams[index].send(chunk)
+            for stream in self.streams[index + 1 :]:
+                try:
+                    stream.send_nowait(chunk)
+                except WouldBlock:
+                    await stream.send(chunk)
+        except BaseException:
+            chunk.room = 0  # maybe not in every stream: nothing more may join it
+            raise
+        self.chunk = chunk
 
     def queued(self) -> int:
         """Items this outlet put into its streams."""
-        chunk = self.chunk
-        return self.sent + (len(chunk) if chunk is not None else 0)
-
-
-def sealer(outlets: Sequence[Outlet]) -> Callable[[], None]:
-    """A function that seals every one of *outlets*."""
-    if len(outlets) == 1:
-        return outlets[0].seal
-
-    def seal_all() -> None:
-        for outlet in outlets:
-            outlet.seal()
-
-    return seal_all
-
-
-class SealOnSuspend:
-    """Await a coroutine, calling ``on_suspend()`` each time it suspends.
-
-    Awaiting a coroutine delegates every ``send`` and ``throw`` of the event
-    loop to it; this does the same by hand, so it sees each suspension as it
-    passes it up. That costs nothing per item: only suspensions pass here.
-    """
-
-    __slots__ = ("coro", "on_suspend")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], on_suspend: Callable[[], None]) -> None:
-        self.coro = coro
-        self.on_suspend = on_suspend
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro, on_suspend = self.coro, self.on_suspend
-        message: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                if error is None:
-                    suspended = coro.send(message)
-                else:
-                    suspended = coro.throw(error)
-                    error = None
-            except StopIteration as stop:
-                return stop.value
-            on_suspend()
-            try:
-                message = yield suspended
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:
-                error = exc
+        return self.sent + len(self.chunk)
 
 
 def make_outlets(

@@ -1,10 +1,10 @@
 """The per-node state of a run and the worker loops: the engine's hot path.
 
 A worker takes chunks of items (see ``_edges``) with ``receive_nowait`` and
-awaits ``receive`` only when its input is empty; it sends through its outlets
-the same way. A worker that never has to wait still yields to the scheduler
-every ``YIELD_EVERY`` items, so other tasks keep running and cancellation stays
-prompt at full throughput.
+awaits ``receive`` only when its input is empty; it sends through its outlets,
+which await only when a stream is full. A worker that never has to wait still
+yields to the scheduler every ``YIELD_EVERY`` items, so other tasks keep
+running and cancellation stays prompt at full throughput.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import anyio.to_thread
 from anyio import EndOfStream, WouldBlock
 
 from ._acks import UNTRACKED, Positioned
-from ._edges import SealOnSuspend, chunk_capacity, chunk_limit, sealer
+from ._edges import chunk_capacity, chunk_limit
 from ._events import ItemDeadLettered, ItemFailed, NodeFinished
 from ._exceptions import AttemptsExhausted, NodeError, describe_error, describe_item
 from ._nodes import Node, NodeKind, adapt_call, apply_policies, open_source
@@ -33,7 +33,7 @@ from ._stats import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Coroutine, Sequence
+    from collections.abc import Sequence
 
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -139,21 +139,16 @@ async def run_worker(
         if nr.node.kind is NodeKind.SOURCE:
             assert emit is not None
             with nr.stop_scope:
-                await _sealed(_produce(nr, emit), outlets)
+                await _produce(nr, emit)
         elif nr.turns is not None:
-            await _sealed(_consume_in_order(nr, nr.turns, emit), outlets)
+            await _consume_in_order(nr, nr.turns, emit)
         else:
-            await _sealed(_consume(nr, emit, _direct(nr, outlets, routed)), outlets)
+            await _consume(nr, emit, _direct(nr, outlets, routed))
     finally:
         for outlet in outlets:
             for stream in outlet.streams:
                 stream.close()
         nr.worker_exited()
-
-
-def _sealed(work: Coroutine[Any, Any, None], outlets: list[Outlet]) -> Awaitable[None]:
-    """*work*, with the worker's open chunks sealed whenever it suspends (see ``_edges``)."""
-    return SealOnSuspend(work, sealer(outlets)) if outlets else work
 
 
 def _direct(nr: NodeRun, outlets: list[Outlet], routed: bool) -> Outlet | None:
@@ -194,7 +189,7 @@ async def _consume(nr: NodeRun, emit: Emit | None, direct: Outlet | None) -> Non
     worker = counters.worker()
     worker.idle = False  # from here on, idle only while waiting for input or done
     if direct is not None:
-        limit, open_chunk = direct.limit, direct.open
+        open_chunk = direct.open
     while True:
         try:
             chunk = receive_nowait()
@@ -209,6 +204,7 @@ async def _consume(nr: NodeRun, emit: Emit | None, direct: Outlet | None) -> Non
         except EndOfStream:
             worker.idle = True
             return
+        chunk.room = 0
         for item in chunk:
             if tracked:
                 ticket, item = item
@@ -240,7 +236,8 @@ async def _consume(nr: NodeRun, emit: Emit | None, direct: Outlet | None) -> Non
                 if direct is not None:
                     out = (ticket, result) if tracked else result
                     open_ = direct.chunk
-                    if open_ is not None and len(open_) < limit:
+                    if open_.room:
+                        open_.room -= 1
                         open_.append(out)
                     elif (waiting := open_chunk(out)) is not None:
                         await waiting
@@ -299,6 +296,7 @@ async def _consume_in_order(nr: NodeRun, turns: Turns, emit: Emit | None) -> Non
                 chunk = await inbox.receive()
             except EndOfStream:
                 return
+            chunk.room = 0
             first = turns.take(len(chunk))
         for turn, item in enumerate(chunk, first):
             if tracked:
