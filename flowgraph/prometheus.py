@@ -88,8 +88,8 @@ _COUNTERS = (
 _GAUGES = (
     ("in_flight", "Items taken but not yet finished."),
     ("workers", "Workers the node runs."),
-    ("queue_depth", "Items waiting in the node's input stream."),
-    ("queue_capacity", "Size of the node's input stream buffer."),
+    ("queue_depth", "Items waiting for one of the node's workers."),
+    ("queue_capacity", "The most items that may wait for the node (its buffer)."),
 )
 _SOURCE_GAUGES = {"in_flight", "workers"}
 _MIDPOINT = 2 ** (-1 / 8)  # a log bucket [b / 2**(1/4), b) has its geometric middle at b * this

@@ -142,8 +142,8 @@ class NodeStatistics:
         dead_lettered: failed items sent to the dead-letter store.
         in_flight: items taken but not yet finished: the busy workers, for a
             transform or sink.
-        queue_depth: items waiting in the input stream.
-        queue_capacity: size of the input stream's buffer.
+        queue_depth: items waiting for a worker, in the input stream or in a taken chunk.
+        queue_capacity: the most items that may wait (the node's ``buffer``).
         workers: how many workers the node runs.
         elapsed: seconds since the node started (until it finished, once it has).
         finished: whether every worker of the node has exited.
