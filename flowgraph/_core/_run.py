@@ -214,11 +214,7 @@ class Run:
                     else None
                 )
                 worker = functools.partial(
-                    run_worker,
-                    nr,
-                    emit,
-                    list(dict.fromkeys(outlets.values())),
-                    routed=route is not None,
+                    run_worker, nr, emit, list(dict.fromkeys(outlets.values()))
                 )
                 task_group.start_soon(worker, name=name)
         for nr in self._nodes.values():

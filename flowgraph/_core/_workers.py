@@ -131,9 +131,7 @@ class NodeRun:
         )
 
 
-async def run_worker(
-    nr: NodeRun, emit: Emit | None, outlets: list[Outlet], *, routed: bool
-) -> None:
+async def run_worker(nr: NodeRun, emit: Emit | None, outlets: list[Outlet]) -> None:
     """Run one worker of *nr*; whatever happens, close its output streams and mark it exited."""
     try:
         if nr.node.kind is NodeKind.SOURCE:
@@ -143,7 +141,7 @@ async def run_worker(
         elif nr.turns is not None:
             await _consume_in_order(nr, nr.turns, emit)
         else:
-            await _consume(nr, emit, _direct(nr, outlets, routed))
+            await _consume(nr, emit, _direct(nr, emit, outlets))
     finally:
         for outlet in outlets:
             for stream in outlet.streams:
@@ -151,22 +149,19 @@ async def run_worker(
         nr.worker_exited()
 
 
-def _direct(nr: NodeRun, outlets: list[Outlet], routed: bool) -> Outlet | None:
-    """The outlet a worker may put its one output per item into, bypassing its emitter.
-
-    A tracked fan-out must go through the emitter, which adds a hold per extra branch.
-    """
-    if routed or nr.many or len(outlets) != 1:
+def _direct(nr: NodeRun, emit: Emit | None, outlets: list[Outlet]) -> Outlet | None:
+    """The outlet whose plain ``put`` is the worker's emitter, if its node has one output
+    per item: the worker puts into it itself. Routing and tracked fan-out wrap ``put``."""
+    if nr.many or len(outlets) != 1 or emit != outlets[0].put:
         return None
-    outlet = outlets[0]
-    return outlet if nr.tracking is None or len(outlet.streams) == 1 else None
+    return outlets[0]
 
 
 async def _consume(nr: NodeRun, emit: Emit | None, direct: Outlet | None) -> None:
     """Take chunks until the input ends; call the node on each item; emit its outputs.
 
-    A node with one output per item and one downstream puts into *direct* itself,
-    which saves a call per item on the hottest path.
+    A worker whose emitter is *direct*'s plain ``put`` does the put itself, which
+    saves a call per item on the hottest path.
 
     When the run tracks acknowledgements, items are ``(ticket, item)``
     envelopes and outputs carry the same ticket. The input's hold on it passes
