@@ -6,7 +6,8 @@ import importlib.util
 import os
 import signal
 import threading
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,13 @@ def counting_graph(items: int = 30) -> fg.Graph:
     return graph
 
 
-def signalling_graph(*signals: signal.Signals, then_sleep: float = 0.0) -> fg.Graph:
-    """An endless source whose sink sends *signals* to this process on its fifth item."""
+def signalling_graph(
+    *signals: signal.Signals, then_sleep: float = 0.0, through: Callable[[int], int] | None = None
+) -> fg.Graph:
+    """An endless source whose sink sends *signals* to this process on its fifth item.
+
+    *through*, if given, is a sync transform with 4 workers between them.
+    """
     graph = fg.Graph("signalled")
 
     async def forever() -> Any:
@@ -69,7 +75,8 @@ def signalling_graph(*signals: signal.Signals, then_sleep: float = 0.0) -> fg.Gr
                 await anyio.sleep(0.05)
             await anyio.sleep(then_sleep)
 
-    graph.chain(graph.source(forever), graph.sink(sink, workers=2))
+    middle = [] if through is None else [graph.transform(through, workers=4)]
+    graph.chain(graph.source(forever), *middle, graph.sink(sink, workers=2))
     return graph
 
 
@@ -153,6 +160,32 @@ def test_signal_handlers_are_restored_after_the_run(backend: str) -> None:
     finally:
         signal.signal(signal.SIGINT, before[0])
         signal.signal(signal.SIGTERM, before[1])
+
+
+@posix_only
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ctrl_c_without_signal_handling_raises_keyboard_interrupt_after_the_threads(
+    backend: str,
+) -> None:
+    """Ctrl-C interrupts a plain ``fg.run``: KeyboardInterrupt, unwrapped, once threads are done."""
+    started = finished = 0
+    lock = threading.Lock()
+
+    def blocking(x: int) -> int:
+        nonlocal started, finished
+        with lock:
+            started += 1
+        time.sleep(0.01)
+        with lock:
+            finished += 1
+        return x
+
+    graph = signalling_graph(signal.SIGINT, then_sleep=60, through=blocking)
+    began = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run(graph, backend=backend)
+    assert time.monotonic() - began < 10
+    assert started == finished > 5
 
 
 def test_run_without_signals_reports_no_signal() -> None:
