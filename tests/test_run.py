@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+from blocking import BlockingCalls
 
 import flowgraph as fg
 
@@ -588,17 +589,7 @@ async def test_error_in_open_run_body_cancels_the_graph() -> None:
 
 async def test_outer_cancellation_stops_everything_and_waits_for_threads() -> None:
     """Cancelling from outside returns promptly; no thread is left running user code."""
-    started = finished = 0
-    lock = threading.Lock()
-
-    def blocking(x: int) -> int:
-        nonlocal started, finished
-        with lock:
-            started += 1
-        time.sleep(0.01)
-        with lock:
-            finished += 1
-        return x
+    blocking = BlockingCalls()
 
     async def endless() -> AsyncIterator[int]:
         i = 0
@@ -608,12 +599,12 @@ async def test_outer_cancellation_stops_everything_and_waits_for_threads() -> No
 
     g = fg.Graph("g")
     sink, _ = collecting_sink(g)
-    g.chain(g.source(endless), g.transform(blocking, workers=4), sink)
+    g.chain(g.source(endless), g.transform(blocking, workers=4, name="blocking"), sink)
     with anyio.move_on_after(0.1) as scope:
         await g.run()
     assert scope.cancelled_caught
-    assert started > 0
-    assert started == finished
+    assert blocking.started > 0
+    assert blocking.started == blocking.finished
 
 
 async def test_cancellation_is_prompt_at_full_throughput() -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 import pytest
+from blocking import BlockingCalls
 
 import flowgraph as fg
 from flowgraph._runner import (
@@ -75,7 +76,7 @@ def signalling_graph(
                 await anyio.sleep(0.05)
             await anyio.sleep(then_sleep)
 
-    middle = [] if through is None else [graph.transform(through, workers=4)]
+    middle = [] if through is None else [graph.transform(through, workers=4, name="through")]
     graph.chain(graph.source(forever), *middle, graph.sink(sink, workers=2))
     return graph
 
@@ -168,24 +169,13 @@ def test_ctrl_c_without_signal_handling_raises_keyboard_interrupt_after_the_thre
     backend: str,
 ) -> None:
     """Ctrl-C interrupts a plain ``fg.run``: KeyboardInterrupt, unwrapped, once threads are done."""
-    started = finished = 0
-    lock = threading.Lock()
-
-    def blocking(x: int) -> int:
-        nonlocal started, finished
-        with lock:
-            started += 1
-        time.sleep(0.01)
-        with lock:
-            finished += 1
-        return x
-
+    blocking = BlockingCalls()
     graph = signalling_graph(signal.SIGINT, then_sleep=60, through=blocking)
     began = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         run(graph, backend=backend)
     assert time.monotonic() - began < 10
-    assert started == finished > 5
+    assert blocking.started == blocking.finished > 5
 
 
 def test_run_without_signals_reports_no_signal() -> None:
