@@ -14,7 +14,7 @@ rich is an optional extra (``flowgraph[cli]``) imported only when a display open
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sized
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -94,32 +94,29 @@ async def open_progress(
     def table() -> Table:
         return progress_table(run.statistics(), lengths, stopping=run.stopping)
 
-    if console.is_terminal:
-        from rich.live import Live
+    with ExitStack() as stack:
+        if console.is_terminal:
+            from rich.live import Live
 
-        with Live(table(), console=console, auto_refresh=False) as live:
+            live = stack.enter_context(Live(table(), console=console, auto_refresh=False))
+            interval = refresh
 
-            def redraw() -> None:
+            def show() -> None:
                 live.update(table(), refresh=True)
 
-            run.start_soon(_every, refresh, closed, redraw, name="flowgraph progress")
-            try:
-                yield
-            finally:
-                closed.set()
-                redraw()
-    else:
+        else:
+            interval = plain_interval
 
-        def report() -> None:
-            for line in plain_lines(run.statistics(), lengths):
-                console.out(line, highlight=False)
+            def show() -> None:
+                for line in plain_lines(run.statistics(), lengths):
+                    console.out(line, highlight=False)
 
-        run.start_soon(_every, plain_interval, closed, report, name="flowgraph progress")
+        run.start_soon(_every, interval, closed, show, name="flowgraph progress")
         try:
             yield
         finally:
             closed.set()
-            report()
+            show()
 
 
 async def _every(interval: float, closed: anyio.Event, show: Callable[[], None]) -> None:
