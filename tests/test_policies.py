@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -32,6 +33,20 @@ def max_in_any_window(times: list[float], window: float) -> int:
 
 async def counting_sink(x: Any) -> None:
     pass
+
+
+async def run_two_nodes_sharing(
+    fn: Callable[[int], Awaitable[int]], items: int, **options: Any
+) -> None:
+    """Run ``range(items)`` through two nodes ``a`` and ``b`` of *fn*, both given *options*."""
+    g = fg.Graph("g")
+    src = g.source(range(items), name="src")
+    a = g.transform(fn, name="a", **options)
+    b = g.transform(fn, name="b", **options)
+    g.connect(src, a, b)
+    g.connect(a, g.sink(counting_sink, name="sa"))
+    g.connect(b, g.sink(counting_sink, name="sb"))
+    await g.run()
 
 
 async def test_node_rate_limit_paces_a_thousand_items_over_a_hundred_seconds() -> None:
@@ -64,14 +79,7 @@ async def test_two_nodes_sharing_a_limiter_never_exceed_it_together() -> None:
         calls.append(anyio.current_time())
         return x
 
-    g = fg.Graph("g")
-    src = g.source(range(30), name="src")
-    a = g.transform(call_api, name="a", workers=4, rate=api)
-    b = g.transform(call_api, name="b", workers=4, rate=api)
-    g.connect(src, a, b)
-    g.connect(a, g.sink(counting_sink, name="sa"))
-    g.connect(b, g.sink(counting_sink, name="sb"))
-    await g.run()
+    await run_two_nodes_sharing(call_api, 30, workers=4, rate=api)
     assert len(calls) == 60
     assert max_in_any_window(calls, 1.0) <= 5
     assert max_in_any_window(calls, 10.0) <= 20
@@ -204,12 +212,5 @@ async def test_shared_limit_caps_concurrency_across_nodes() -> None:
         running -= 1
         return x
 
-    g = fg.Graph("g")
-    src = g.source(range(20), name="src")
-    a = g.transform(query, name="a", workers=8, limit=db)
-    b = g.transform(query, name="b", workers=8, limit=db)
-    g.connect(src, a, b)
-    g.connect(a, g.sink(counting_sink, name="sa"))
-    g.connect(b, g.sink(counting_sink, name="sb"))
-    await g.run()
+    await run_two_nodes_sharing(query, 20, workers=8, limit=db)
     assert peak == 3
