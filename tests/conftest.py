@@ -15,14 +15,18 @@ settings.register_profile(
 settings.register_profile("ci", parent=settings.get_profile("default"), max_examples=50)
 settings.load_profile("ci" if os.environ.get("CI") else "default")
 
-_BACKENDS = [pytest.param(("asyncio", {}), id="asyncio")]
-if importlib.util.find_spec("trio") is not None:
-    _BACKENDS.append(pytest.param(("trio", {}), id="trio"))
+_BACKENDS = ["asyncio", "trio"] if importlib.util.find_spec("trio") is not None else ["asyncio"]
+
+
+@pytest.fixture(params=[(name, {}) for name in _BACKENDS], ids=_BACKENDS)
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, object]]:
+    """Run every async test on asyncio and on trio."""
+    return request.param  # type: ignore[no-any-return]
 
 
 @pytest.fixture(params=_BACKENDS)
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, object]]:
-    """Run every async test on asyncio and on trio."""
+def backend(request: pytest.FixtureRequest) -> str:
+    """Run a test that starts its own event loops once with each backend's name."""
     return request.param  # type: ignore[no-any-return]
 
 

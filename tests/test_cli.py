@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import concurrent.futures
-import importlib.util
 import json
 import os
 import signal
@@ -23,15 +22,6 @@ import pytest
 
 import flowgraph as fg
 from flowgraph import cli
-
-BACKENDS = [
-    pytest.param("asyncio", id="asyncio"),
-    pytest.param(
-        "trio",
-        id="trio",
-        marks=pytest.mark.skipif(importlib.util.find_spec("trio") is None, reason="needs trio"),
-    ),
-]
 
 GRAPHS = textwrap.dedent(
     """
@@ -185,7 +175,6 @@ def test_version_prints_the_package_version(tmp_path: Path) -> None:
     assert (proc.returncode, proc.stdout) == (0, f"flowgraph {fg.__version__}\n")
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_run_module_target_prints_a_summary(project: Path, backend: str) -> None:
     """``run package.module:attr`` imports from the current directory and prints per-node counts."""
     proc = flowgraph("run", "graphs:graph", "--backend", backend, cwd=project)
@@ -195,7 +184,6 @@ def test_run_module_target_prints_a_summary(project: Path, backend: str) -> None
     assert f"running graph 'tiny' (3 nodes) on {backend}" in proc.stderr
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_run_file_target_prints_a_summary(
     project: Path, tmp_path_factory: pytest.TempPathFactory, backend: str
 ) -> None:
@@ -262,7 +250,6 @@ def test_bad_option_is_a_usage_error(project: Path) -> None:
     assert "argument --backend: invalid choice: 'curio'" in proc.stderr
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_failing_pipeline_exits_1_naming_the_node(project: Path, backend: str) -> None:
     """A node error exits 1 with the node's message and no traceback."""
     proc = flowgraph("run", "graphs:failing", "--backend", backend, cwd=project)
@@ -368,7 +355,6 @@ posix_signals = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signal
 
 @posix_signals
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_stop_signal_drains_and_exits_0(project: Path, backend: str, signum: int) -> None:
     """SIGTERM or Ctrl-C stops the sources, lets items in flight finish and exits 0 with stats."""
     with running(project, "graphs:slow", "--backend", backend) as (proc, _):
@@ -391,7 +377,6 @@ def test_stop_signal_drains_and_exits_0(project: Path, backend: str, signum: int
 
 
 @posix_signals
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_second_signal_cancels_and_exits_130(project: Path, backend: str) -> None:
     """A second signal cancels the items in flight at once and exits 130."""
     with running(project, "graphs:stuck", "--backend", backend) as (proc, readline):

@@ -201,7 +201,6 @@ async def test_finished_run_keeps_its_final_numbers_until_unregistered() -> None
     assert generate_latest(registry) == b""
 
 
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_collect_from_a_thread_after_the_loop_closed(backend: str) -> None:
     """Once the run's event loop is gone, another thread still collects the final numbers."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import threading
@@ -24,15 +23,6 @@ from flowgraph._runner import (
     run,
 )
 from flowgraph._store import open_store
-
-BACKENDS = [
-    pytest.param("asyncio", id="asyncio"),
-    pytest.param(
-        "trio",
-        id="trio",
-        marks=pytest.mark.skipif(importlib.util.find_spec("trio") is None, reason="needs trio"),
-    ),
-]
 
 posix_only = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
 
@@ -81,7 +71,6 @@ def signalling_graph(
     return graph
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_run_with_progress_returns_the_result(
     backend: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -94,7 +83,6 @@ def test_run_with_progress_returns_the_result(
     assert err.splitlines()[-1].startswith("count: drop: in=30 out=30 errors=0 ")
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_run_passes_other_options_to_open_run(backend: str) -> None:
     """Hooks, dead letters and the like reach the run unchanged."""
     seen: list[str] = []
@@ -107,7 +95,6 @@ def test_run_passes_other_options_to_open_run(backend: str) -> None:
 
 
 @posix_only
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_signal_stops_the_run_gracefully(backend: str) -> None:
     """SIGTERM stops the sources and lets the items in flight finish: nothing is cancelled."""
     outcome = execute(signalling_graph(signal.SIGTERM), backend=backend, handle_signals=True)
@@ -122,7 +109,6 @@ def test_signal_stops_the_run_gracefully(backend: str) -> None:
 
 
 @posix_only
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_second_signal_cancels_at_once(backend: str) -> None:
     """A second signal cancels the items in flight without waiting for the grace period."""
     graph = signalling_graph(signal.SIGINT, signal.SIGTERM, then_sleep=60)
@@ -137,7 +123,6 @@ def test_second_signal_cancels_at_once(backend: str) -> None:
 
 
 @posix_only
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_grace_period_running_out_cancels(backend: str) -> None:
     """Items still in flight when the grace period ends are cancelled."""
     graph = signalling_graph(signal.SIGTERM, then_sleep=60)
@@ -147,7 +132,6 @@ def test_grace_period_running_out_cancels(backend: str) -> None:
 
 
 @posix_only
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_signal_handlers_are_restored_after_the_run(backend: str) -> None:
     """The run's handlers are removed when it ends, putting back the ones set before."""
 
@@ -164,7 +148,6 @@ def test_signal_handlers_are_restored_after_the_run(backend: str) -> None:
 
 
 @posix_only
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_ctrl_c_without_signal_handling_raises_keyboard_interrupt_after_the_threads(
     backend: str,
 ) -> None:
@@ -248,7 +231,6 @@ def stored(db: Path) -> tuple[dict[str, Any], list[Any]]:
     return anyio.run(read)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_state_opens_one_store_for_checkpoints_and_dead_letters(
     backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -285,7 +267,6 @@ def test_explicit_dead_letters_take_the_place_of_the_state_store(tmp_path: Path)
 
 
 @posix_only
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_graceful_stop_commits_the_last_checkpoint(backend: str, tmp_path: Path) -> None:
     """After a stop signal every consumed item is acknowledged, and the final commit records it."""
     graph = fg.Graph("offsets")

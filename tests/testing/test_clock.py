@@ -90,7 +90,6 @@ async def test_thread_wakes_loop_without_timers() -> None:
     assert await anyio.to_thread.run_sync(work) == 42
 
 
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_threshold_lets_threads_finish_before_jumping(backend: str) -> None:
     """With an autojump threshold, a short thread finishes before a long timer fires."""
     name, options = virtual_time_backend(backend, autojump_threshold=0.2)
@@ -113,7 +112,6 @@ def test_threshold_lets_threads_finish_before_jumping(backend: str) -> None:
     assert finished == ["thread", "timer"]
 
 
-@pytest.mark.parametrize("backend", ["asyncio", "trio"])
 def test_clock_carries_on_across_runs(backend: str) -> None:
     """One clock reused for two runs keeps time monotonic, outside any pytest plugin."""
     clock = VirtualClock(backend)
