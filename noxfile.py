@@ -1,4 +1,4 @@
-"""Development tasks: `nox -s tests`, `nox -s lint`, `nox -s typing`, `nox -s docs`, `nox -s bench`."""
+"""Development tasks: `nox -s tests`, `nox -s lint`, `nox -s typing`, `nox -s docs`, `bench`."""
 
 from __future__ import annotations
 

@@ -6,7 +6,6 @@ Declare a :class:`Graph` of sources, transforms and sinks, then
 
 from __future__ import annotations
 
-from ._checkpoint import Checkpoints as Checkpoints
 from ._core import CheckpointCommitted as CheckpointCommitted
 from ._core import Event as Event
 from ._core import Failure as Failure
@@ -31,19 +30,20 @@ from ._core import RunStarted as RunStarted
 from ._core import RunStatistics as RunStatistics
 from ._core import StoreError as StoreError
 from ._core import open_run as open_run
-from ._daemon import poll as poll
-from ._dead_letter import DeadLetters as DeadLetters
-from ._dead_letter import ReplayResult as ReplayResult
-from ._progress import open_progress as open_progress
-from ._rate import Limit as Limit
-from ._rate import Rate as Rate
-from ._rate import RateLimiter as RateLimiter
-from ._retry import Retry as Retry
+from ._policies import Limit as Limit
+from ._policies import Rate as Rate
+from ._policies import RateLimiter as RateLimiter
+from ._policies import Retry as Retry
+from ._runner import open_progress as open_progress
 from ._runner import run as run
-from ._store import DeadLetter as DeadLetter
-from ._store import StateStore as StateStore
-from ._store import open_store as open_store
-from ._upsert import Upsert as Upsert
+from ._sinks import Upsert as Upsert
+from ._sources import poll as poll
+from ._stores import Checkpoints as Checkpoints
+from ._stores import DeadLetter as DeadLetter
+from ._stores import DeadLetters as DeadLetters
+from ._stores import ReplayResult as ReplayResult
+from ._stores import StateStore as StateStore
+from ._stores import open_store as open_store
 
 __version__ = "0.1.0"
 

@@ -21,13 +21,13 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
     raise ImportError("flowgraph.http needs httpx: pip install 'flowgraph[http]'") from exc
 
 from ._core import Graph, RunFinished, RunStarted
-from ._rate import Rate, RateLimiter
+from ._policies import Rate, RateLimiter
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
     from types import TracebackType
 
-    from ._retry import Retry
+    from ._policies import Retry
 
 __all__ = [
     "Cursors",

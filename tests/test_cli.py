@@ -21,7 +21,7 @@ import anyio
 import pytest
 
 import flowgraph as fg
-from flowgraph import cli
+from flowgraph import _cli as cli
 
 GRAPHS = textwrap.dedent(
     """
@@ -305,7 +305,7 @@ def test_demo_into_a_missing_directory_is_a_usage_error(tmp_path: Path) -> None:
 def test_trio_backend_without_trio_is_a_usage_error(tmp_path: Path) -> None:
     """``--backend trio`` without trio installed exits 2 saying how to install it."""
     code = (
-        "import sys; sys.modules['trio'] = None; from flowgraph.cli import main; sys.exit(main())"
+        "import sys; sys.modules['trio'] = None; from flowgraph._cli import main; sys.exit(main())"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code, "demo", "--backend", "trio"],

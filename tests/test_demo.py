@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from flowgraph import _demo
+from flowgraph._cli import _demo
 from flowgraph.testing import FaultKind, FaultPlan, FlakyTransport
 
 HEAVY_FAULTS = {

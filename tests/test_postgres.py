@@ -10,8 +10,8 @@ import pytest
 
 from flowgraph._core._exceptions import StoreError
 from flowgraph._core._policy import Failure
-from flowgraph._postgres import PostgresStore
-from flowgraph._store import open_store
+from flowgraph._stores import open_store
+from flowgraph._stores._postgres import PostgresStore
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -19,7 +19,7 @@ from rich.console import Console
 
 import flowgraph as fg
 from flowgraph._core._stats import NodeStatistics, RunStatistics
-from flowgraph._progress import open_progress, plain_lines, progress_table, source_lengths
+from flowgraph._runner._progress import open_progress, plain_lines, progress_table, source_lengths
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\r")
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from flowgraph._core._exceptions import GraphError
 from flowgraph._core._policy import Policy
-from flowgraph._rate import Limit, Rate, RateLimiter
+from flowgraph._policies import Limit, Rate, RateLimiter
 from flowgraph.testing._clock import VirtualClock
 
 if TYPE_CHECKING:
@@ -355,8 +355,8 @@ def test_repr(obj: object, expected: str) -> None:
 @pytest.mark.parametrize(
     ("make", "error", "message"),
     [
-        (lambda: Rate(0), GraphError, r"^count must be >= 1 \(got 0\)$"),
-        (lambda: Rate(1.5), TypeError, r"^count must be an int \(got 1.5\)$"),  # type: ignore[arg-type]
+        (lambda: Rate(0), GraphError, r"^count must be an int >= 1 \(got 0\)$"),
+        (lambda: Rate(1.5), GraphError, r"^count must be an int >= 1 \(got 1.5\)$"),  # type: ignore[arg-type]
         (lambda: Rate(10, per=0), GraphError, r"^per must be > 0 \(got 0\)$"),
         (lambda: Rate(10, per=-1.5), GraphError, r"^per must be > 0 \(got -1.5\)$"),
         (
@@ -369,8 +369,8 @@ def test_repr(obj: object, expected: str) -> None:
             TypeError,
             r"^RateLimiter takes Rate objects \(got 10\)$",
         ),
-        (lambda: Limit(0), GraphError, r"^total must be >= 1 \(got 0\)$"),
-        (lambda: Limit(True), TypeError, r"^total must be an int \(got True\)$"),
+        (lambda: Limit(0), GraphError, r"^total must be an int >= 1 \(got 0\)$"),
+        (lambda: Limit(True), GraphError, r"^total must be an int >= 1 \(got True\)$"),
     ],
 )
 def test_validation(make: Callable[[], object], error: type[Exception], message: str) -> None:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from flowgraph._core._exceptions import AttemptsExhausted, GraphError
 from flowgraph._core._policy import Call, Policy, Timeout
-from flowgraph._retry import Retry
+from flowgraph._policies import Retry
 from flowgraph.testing._clock import virtual_time_backend
 
 if TYPE_CHECKING:

@@ -15,14 +15,14 @@ import pytest
 from blocking import BlockingCalls
 
 import flowgraph as fg
-from flowgraph._runner import (
+from flowgraph._runner._run import (
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_CHECKPOINT_INTERVAL,
     Outcome,
     execute,
     run,
 )
-from flowgraph._store import open_store
+from flowgraph._stores import open_store
 
 posix_only = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
 
@@ -241,7 +241,7 @@ def test_state_opens_one_store_for_checkpoints_and_dead_letters(
         opened.append(url)
         return open_store(url)
 
-    monkeypatch.setattr("flowgraph._runner.open_store", counting_open_store)
+    monkeypatch.setattr("flowgraph._runner._run.open_store", counting_open_store)
     db = tmp_path / "state.db"
     run(checkpointed_graph(10, [], failing=4), backend=backend, state=db, checkpoint_every=3)
     assert opened == [db]

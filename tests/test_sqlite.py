@@ -11,8 +11,8 @@ import pytest
 
 from flowgraph._core._exceptions import StoreError
 from flowgraph._core._policy import Failure
-from flowgraph._sqlite import SQLiteStore
-from flowgraph._store import open_store
+from flowgraph._stores import open_store
+from flowgraph._stores._sqlite import SQLiteStore
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -13,17 +13,17 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-import flowgraph._store
+import flowgraph._stores
 from flowgraph._core._exceptions import StoreError
 from flowgraph._core._policy import Failure
-from flowgraph._store import DeadLetter, StateStore, open_store
+from flowgraph._stores import DeadLetter, StateStore, open_store
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from flowgraph._store import JSONValue
+    from flowgraph._stores import JSONValue
 
-REPO = Path(flowgraph._store.__file__).resolve().parents[1]
+REPO = Path(flowgraph._stores.__file__).resolve().parents[2]
 
 
 class QuotaError(Exception):
@@ -293,7 +293,7 @@ async def test_state_survives_process_killed(database_url: str) -> None:
     code = """
         import os, signal, sys, anyio
         from flowgraph._core._policy import Failure
-        from flowgraph._store import open_store
+        from flowgraph._stores import open_store
 
         async def main():
             async with open_store(sys.argv[1]) as store:
@@ -320,7 +320,7 @@ async def test_several_processes_writing_lose_nothing(database_url: str) -> None
     code = """
         import sys, anyio
         from flowgraph._core._policy import Failure
-        from flowgraph._store import open_store
+        from flowgraph._stores import open_store
 
         async def main():
             async with open_store(sys.argv[1]) as store:
@@ -398,7 +398,7 @@ async def test_postgres_url_without_psycopg_explains_the_extra(
 ) -> None:
     """Without psycopg, a PostgreSQL URL raises ImportError with the pip command."""
     monkeypatch.setitem(sys.modules, "psycopg", None)
-    monkeypatch.delitem(sys.modules, "flowgraph._postgres", raising=False)
+    monkeypatch.delitem(sys.modules, "flowgraph._stores._postgres", raising=False)
     with pytest.raises(
         ImportError,
         match=r"^PostgreSQL state stores need psycopg 3: pip install 'flowgraph\[postgres\]'$",

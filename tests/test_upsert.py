@@ -14,7 +14,7 @@ from anyio import wait_all_tasks_blocked
 from databases import connect
 
 import flowgraph as fg
-from flowgraph import _upsert
+from flowgraph._sinks import _upsert
 
 
 def query(url: str, sql: str) -> list[tuple[Any, ...]]:

@@ -1,6 +1,6 @@
 """The engine: graphs, nodes, edges and runs. Imports anyio and the standard library only."""
 
-from ._acks import CheckpointStore, Positioned
+from ._acks import CheckpointStore
 from ._events import (
     CheckpointCommitted,
     Event,
@@ -21,9 +21,9 @@ from ._exceptions import (
     describe_item,
 )
 from ._graph import Graph, Route
-from ._nodes import Node, NodeKind, OnError
+from ._nodes import Node, NodeKind, OnError, Positioned
 from ._policy import Call, Failure, FailureHandler, NodeContext, NodeCounters, Policy
-from ._run import Run, RunResult, open_run, run, run_graph
+from ._run import Run, RunResult, open_run, run_graph
 from ._stats import NodeStatistics, RunStatistics
 
 __all__ = [
@@ -60,6 +60,5 @@ __all__ = [
     "describe_error",
     "describe_item",
     "open_run",
-    "run",
     "run_graph",
 ]

@@ -19,8 +19,7 @@ checkpoint skip one that is still in flight.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, final, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import anyio
 
@@ -35,21 +34,6 @@ logger = logging.getLogger("flowgraph.checkpoints")
 
 FINAL_COMMIT_GRACE = 10.0
 """Seconds the last commit of a failed, stopped or cancelled run may take, shielded."""
-
-
-@final
-@dataclass(slots=True)
-class Positioned:
-    """An item from a checkpointed source, with the position to resume after it.
-
-    The position is any JSON value: an offset, a cursor, a timestamp, a dict.
-    On restart the source is called with the last committed position and should
-    produce the items *after* it. Not frozen: a source makes one per item, and
-    a frozen dataclass takes twice as long to make.
-    """
-
-    item: Any
-    position: Any
 
 
 @runtime_checkable

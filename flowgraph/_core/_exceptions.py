@@ -3,7 +3,7 @@
 One tree, so callers catch at the level they care about::
 
     FlowgraphError
-    ├── GraphError (also ValueError)   the graph or a policy was declared wrongly
+    ├── GraphError (also ValueError and TypeError)   a graph, node or policy was declared wrongly
     ├── NodeError                      a node failed on an item while running
     └── StoreError                     a state store (dead letters, checkpoints) failed
 
@@ -39,11 +39,13 @@ class FlowgraphError(Exception):
     """Base class of every error flowgraph raises on purpose."""
 
 
-class GraphError(FlowgraphError, ValueError):
-    """A graph, node or policy was declared in a way that cannot run.
+class GraphError(FlowgraphError, ValueError, TypeError):
+    """A graph, node, policy or argument was declared in a way that cannot run.
 
-    Raised at declaration time (or at the latest when a run starts), never
-    halfway through a run.
+    Raised at declaration time (or at the latest when a run starts, before
+    anything is opened), never halfway through a run. It is a ``ValueError``
+    and a ``TypeError`` too, so a bad value and a value of the wrong type are
+    one family of error, caught either way.
     """
 
 

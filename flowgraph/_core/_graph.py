@@ -19,11 +19,11 @@ from ._exceptions import GraphError
 from ._nodes import (
     DEFAULT_BUFFER,
     DEFAULT_MAX_IN_FLIGHT,
+    Collection,
     FnKind,
     Node,
     NodeKind,
     OnError,
-    constant_source,
     fn_kind,
 )
 
@@ -133,7 +133,7 @@ class Graph:
                 )
             if name is None:
                 raise GraphError("a source given as an iterable needs name=")
-            fn = constant_source(fn)
+            fn = Collection(fn)
         node = Node(
             fn,
             graph=self,

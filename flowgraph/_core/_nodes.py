@@ -11,13 +11,12 @@ from __future__ import annotations
 import enum
 import functools
 import inspect
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, final
 
-import anyio
-import anyio.to_thread
-
-from ._exceptions import GraphError
-from ._policy import Call, FailureHandler, Policy, Timeout, to_seconds
+from ._exceptions import GraphError, describe_item
+from ._policy import FailureHandler, Policy, Timeout
+from ._validate import to_seconds
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Callable, Iterable
@@ -84,6 +83,21 @@ def fn_name(fn: object) -> str:
     if isinstance(name, str) and name.isidentifier():
         return name
     raise GraphError(f"cannot name the node for {fn!r}: pass name=")
+
+
+@final
+@dataclass(slots=True)
+class Positioned:
+    """An item from a checkpointed source, with the position to resume after it.
+
+    The position is any JSON value: an offset, a cursor, a timestamp, a dict.
+    On restart the source is called with the last committed position and should
+    produce the items *after* it. Not frozen: a source makes one per item, and
+    a frozen dataclass takes twice as long to make.
+    """
+
+    item: Any
+    position: Any
 
 
 @final
@@ -237,69 +251,6 @@ class Node(Generic[P, R]):
         return tuple(p for p in chain if p is not None)
 
 
-def adapt_call(node: Node[..., Any], limiter: anyio.CapacityLimiter) -> tuple[Call, bool]:
-    """Build ``(call, many)`` for a transform or sink: ``await call(item)`` gives its output.
-
-    Generator functions are drained per item into a list (``many`` is true), so a
-    retried item never emits half its outputs twice. Sync functions run in a worker
-    thread bounded by *limiter*, unless the node is ``inline``.
-    """
-    fn: Any = node.fn
-    kind = node.fn_kind
-    if kind is FnKind.ASYNC:
-        return fn, False
-    if kind is FnKind.ASYNC_GEN:
-
-        async def drain_async(item: Any) -> list[Any]:
-            return [out async for out in fn(item)]
-
-        return drain_async, True
-    if kind is FnKind.SYNC_GEN:
-
-        def drain(item: Any) -> list[Any]:
-            return list(fn(item))
-
-        target, many = drain, True
-    else:
-        target, many = fn, False
-    if node.inline:
-
-        async def call_inline(item: Any) -> Any:
-            return target(item)
-
-        return call_inline, many
-
-    run_sync = anyio.to_thread.run_sync
-
-    async def call_in_thread(item: Any) -> Any:
-        return await run_sync(target, item, limiter=limiter)
-
-    return call_in_thread, many
-
-
-def apply_policies(call: Call, node: Node[..., Any], context: Any) -> Call:
-    """Wrap *call* in the node's policies, the first listed outermost."""
-    for policy in reversed(node.policies):
-        call = policy.wrap(call, context)
-    return call
-
-
-async def open_source(node: Node[..., Any], *args: Any) -> Any:
-    """Call the source's function with *args* and return its iterable.
-
-    The result is an ``AsyncIterable`` or an ``Iterable``; sync functions that are
-    not generator functions are called in a worker thread, since building their
-    iterable may block.
-    """
-    fn: Any = node.fn
-    kind = node.fn_kind
-    if kind in (FnKind.ASYNC_GEN, FnKind.SYNC_GEN):
-        return fn(*args)
-    if kind is FnKind.ASYNC:
-        return await fn(*args)
-    return await anyio.to_thread.run_sync(fn, *args)
-
-
 def _accepts(fn: Callable[..., Any], *args: Any) -> bool:
     """Whether *fn* can be called with *args*, as far as its signature says."""
     try:
@@ -311,10 +262,21 @@ def _accepts(fn: Callable[..., Any], *args: Any) -> bool:
     return True
 
 
-def constant_source(iterable: Iterable[Any] | AsyncIterable[Any]) -> Callable[[], Any]:
-    """Wrap an iterable given directly to ``Graph.source`` as a source function."""
+@final
+class Collection:
+    """The source function of an iterable given directly to ``Graph.source``.
 
-    def items() -> Iterable[Any] | AsyncIterable[Any]:
-        return iterable
+    Calling it returns the iterable; the engine reads a collection on the event
+    loop, and ``len()`` of the source (for progress) is that of the collection.
+    """
 
-    return items
+    __slots__ = ("items",)
+
+    def __init__(self, items: Iterable[Any] | AsyncIterable[Any]) -> None:
+        self.items = items
+
+    def __call__(self) -> Iterable[Any] | AsyncIterable[Any]:
+        return self.items
+
+    def __repr__(self) -> str:
+        return f"Collection({describe_item(self.items)})"

@@ -8,16 +8,17 @@ awaits the finished call; policies cost nothing on nodes that do not use them.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any, Protocol, final, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, final, runtime_checkable
 
 import anyio
 
-from ._exceptions import GraphError
+from ._validate import to_seconds
+
+if TYPE_CHECKING:
+    from datetime import timedelta
 
 Call = Callable[[Any], Awaitable[Any]]
 """One invocation of a node on one item: ``await call(item)`` returns its output(s)."""
@@ -73,24 +74,6 @@ class FailureHandler(Protocol):
     """
 
     async def handle(self, failure: Failure) -> None: ...
-
-
-def to_seconds(
-    name: str, value: float | timedelta, *, minimum: float = 0.0, inclusive: bool = False
-) -> float:
-    """Return *value* in seconds, or raise a declaration error naming *name*.
-
-    Durations are finite and ``> minimum`` (``>= minimum`` when *inclusive*).
-    """
-    seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-        raise TypeError(f"{name} must be a number of seconds or a timedelta (got {value!r})")
-    too_small = seconds < minimum if inclusive else seconds <= minimum
-    if too_small or math.isnan(seconds):
-        raise GraphError(f"{name} must be {'>=' if inclusive else '>'} {minimum:g} (got {value!r})")
-    if math.isinf(seconds):
-        raise GraphError(f"{name} must be finite (got {value!r})")
-    return float(seconds)
 
 
 @final

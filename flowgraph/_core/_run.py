@@ -33,8 +33,8 @@ from ._events import (
     is_async,
 )
 from ._exceptions import GraphError
-from ._policy import to_seconds
 from ._stats import RunStatistics, elapsed_between
+from ._validate import to_seconds
 from ._workers import NodeRun, run_worker
 
 if TYPE_CHECKING:
@@ -375,22 +375,3 @@ async def run_graph(graph: Graph, **options: Any) -> RunResult:
     async with open_run(graph, **options) as run:
         pass
     return run.result
-
-
-def run(
-    graph: Graph,
-    *,
-    backend: str = "asyncio",
-    backend_options: dict[str, Any] | None = None,
-    **options: Any,
-) -> RunResult:
-    """Run *graph* in a new event loop of *backend* (``"asyncio"`` or ``"trio"``).
-
-    The plain-function entry point for scripts; inside an async program use
-    ``await graph.run()`` instead. Accepts the same options as :func:`open_run`.
-    """
-    return anyio.run(
-        functools.partial(run_graph, graph, **options),
-        backend=backend,
-        backend_options=backend_options,
-    )

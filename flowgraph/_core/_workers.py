@@ -19,11 +19,12 @@ import anyio.lowlevel
 import anyio.to_thread
 from anyio import EndOfStream, WouldBlock
 
-from ._acks import UNTRACKED, Positioned
+from ._acks import UNTRACKED
+from ._calls import adapt_call, apply_policies, open_source
 from ._edges import chunk_capacity, chunk_limit
 from ._events import ItemDeadLettered, ItemFailed, NodeFinished
 from ._exceptions import AttemptsExhausted, NodeError, describe_error, describe_item
-from ._nodes import Node, NodeKind, adapt_call, apply_policies, open_source
+from ._nodes import Node, NodeKind, Positioned
 from ._policy import Failure, FailureHandler
 from ._stats import (
     LATENCY_EXACT_FIRST,

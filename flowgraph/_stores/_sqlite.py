@@ -18,15 +18,14 @@ from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 
-from ._core._exceptions import StoreError
-from ._sqlstore import SQLStateStore
-from ._store import SCHEMA_VERSION, newer_schema_error
+from .._core._exceptions import StoreError
+from ._sql import SCHEMA_VERSION, SQLStateStore, newer_schema_error
 
 if TYPE_CHECKING:
     import os
     from collections.abc import Callable
 
-    from ._sqlstore import Cursor
+    from ._sql import Cursor
 
 _T = TypeVar("_T")
 

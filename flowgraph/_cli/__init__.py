@@ -1,9 +1,9 @@
 """The ``flowgraph`` command line: run, draw and inspect graphs, and manage dead letters.
 
-This module is the entry point (``flowgraph.cli:main``): the table of
+This module is the entry point (``flowgraph._cli:main``): the table of
 commands, the argument parser built from it, and the mapping of what a command
-raised to an exit code. The commands themselves live in ``_cli_run`` (run,
-show, demo) and ``_cli_dlq`` (dlq ...). Each is an ``add_*_arguments``
+raised to an exit code. The commands themselves live in ``_run`` (run,
+show, demo) and ``_dlq`` (dlq ...). Each is an ``add_*_arguments``
 function declaring its options and a ``cmd_*`` function taking the parsed
 arguments and returning an exit code, registered in :data:`COMMANDS`; a group
 of commands (``dlq``) is a :class:`Command` holding others. Adding a command
@@ -37,9 +37,9 @@ from typing import TYPE_CHECKING, Any
 
 import flowgraph as fg
 
-from . import _cli_dlq, _cli_run
-from ._cli_args import EXIT_FAILED, EXIT_USAGE, UsageError
-from ._cli_output import err, interrupted
+from . import _dlq, _run
+from ._args import EXIT_FAILED, EXIT_USAGE, UsageError
+from ._output import err, interrupted
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -61,8 +61,8 @@ class Command:
 COMMANDS: dict[str, Command] = {
     "run": Command(
         "run a graph and print per-node statistics",
-        _cli_run.add_run_arguments,
-        _cli_run.cmd_run,
+        _run.add_run_arguments,
+        _run.cmd_run,
         description="SIGINT (Ctrl-C) or SIGTERM stops the run gracefully: the sources stop, "
         "items in flight drain within --grace seconds, then what is left is cancelled; a "
         "second signal cancels at once. A graceful stop exits 0, one that had to cancel 130."
@@ -75,8 +75,8 @@ COMMANDS: dict[str, Command] = {
     ),
     "show": Command(
         "draw a graph as Mermaid or Graphviz DOT text",
-        _cli_run.add_show_arguments,
-        _cli_run.cmd_show,
+        _run.add_show_arguments,
+        _run.cmd_show,
         description="examples:\n  flowgraph show pipelines.ingest:graph > graph.mmd\n"
         "  flowgraph show pipelines.ingest:graph --format dot | dot -Tsvg > graph.svg",
     ),
@@ -88,21 +88,21 @@ COMMANDS: dict[str, Command] = {
         commands={
             "list": Command(
                 "list dead letters, oldest first",
-                _cli_dlq.add_list_arguments,
-                _cli_dlq.cmd_list,
+                _dlq.add_list_arguments,
+                _dlq.cmd_list,
                 description="example:\n  flowgraph dlq list --store sqlite:///state.db "
                 "--node fetch --error-type httpx.ReadTimeout",
             ),
             "show": Command(
                 "show one dead letter: its item, error and traceback",
-                _cli_dlq.add_show_arguments,
-                _cli_dlq.cmd_show,
+                _dlq.add_show_arguments,
+                _dlq.cmd_show,
                 description="example:\n  flowgraph dlq show 42 --store sqlite:///state.db",
             ),
             "replay": Command(
                 "feed dead letters back into their node; remove each that succeeds",
-                _cli_dlq.add_replay_arguments,
-                _cli_dlq.cmd_replay,
+                _dlq.add_replay_arguments,
+                _dlq.cmd_replay,
                 description="Each item runs through its node and everything downstream, using "
                 "the functions of TARGET as they are now. Those that fail again stay in the "
                 "store, and the command exits 1.\n\nexample:\n"
@@ -110,8 +110,8 @@ COMMANDS: dict[str, Command] = {
             ),
             "purge": Command(
                 "delete dead letters for good",
-                _cli_dlq.add_purge_arguments,
-                _cli_dlq.cmd_purge,
+                _dlq.add_purge_arguments,
+                _dlq.cmd_purge,
                 description="Deletes the dead letters matching every filter given; deleting "
                 "all of them needs --yes.\n\nexample:\n"
                 "  flowgraph dlq purge --store sqlite:///state.db --graph ingest --node parse",
@@ -120,8 +120,8 @@ COMMANDS: dict[str, Command] = {
     ),
     "demo": Command(
         "run a self-contained ingestion pipeline into SQLite",
-        _cli_run.add_demo_arguments,
-        _cli_run.cmd_demo,
+        _run.add_demo_arguments,
+        _run.cmd_demo,
         description="Ingests records from a built-in fake, flaky paginated API into SQLite, "
         "with retries and rate limits: no network and no set-up needed.",
     ),

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, final
 
-from ._core._exceptions import GraphError
-from ._core._policy import to_seconds
-from ._store import StateStore, StoreRef, UsesStore
+from .._core._exceptions import GraphError
+from .._core._validate import to_seconds
+from ._open import StoreRef, UsesStore
 
 if TYPE_CHECKING:
     import os
     from collections.abc import Mapping
     from datetime import timedelta
+
+    from ._protocol import StateStore
 
 DEFAULT_STORE = "sqlite:///flowgraph-state.db"
 

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._core._nodes import NodeKind, constant_source
-from ._core._policy import to_seconds
+from .._core._nodes import Collection, NodeKind
+from .._core._validate import to_seconds
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -28,14 +28,12 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from ._core._graph import Graph
-    from ._core._run import Run
-    from ._core._stats import NodeStatistics, RunStatistics
+    from .._core._graph import Graph
+    from .._core._run import Run
+    from .._core._stats import NodeStatistics, RunStatistics
 
 PLAIN_INTERVAL = 5.0
 """Seconds between two sets of plain lines when the console is not a terminal."""
-
-_CONSTANT_SOURCE = constant_source(()).__code__
 
 
 def require_rich() -> None:
@@ -141,10 +139,7 @@ def source_lengths(graph: Graph) -> dict[str, int]:
 
 
 def _length(fn: Any) -> int | None:
-    target = fn
-    if getattr(fn, "__code__", None) is _CONSTANT_SOURCE and fn.__closure__:
-        # The iterable given to graph.source(iterable, name=...), kept in the closure.
-        target = fn.__closure__[0].cell_contents
+    target = fn.items if isinstance(fn, Collection) else fn
     if not isinstance(target, Sized):
         return None
     try:

@@ -28,21 +28,19 @@ from typing import TYPE_CHECKING, Any, final
 
 import anyio
 
-from ._checkpoint import Checkpoints
-from ._core._exceptions import GraphError
-from ._core._policy import to_seconds
-from ._core._run import open_run
-from ._dead_letter import DeadLetters
+from .._core._exceptions import GraphError
+from .._core._run import open_run
+from .._core._validate import to_seconds
+from .._stores import Checkpoints, DeadLetters, StateStore, open_store, parse_store_url
 from ._progress import open_progress, require_rich
-from ._store import StateStore, open_store, parse_store_url
 
 if TYPE_CHECKING:
     import os
     from collections.abc import AsyncIterator, Callable
     from datetime import timedelta
 
-    from ._core._graph import Graph
-    from ._core._run import Run, RunResult
+    from .._core._graph import Graph
+    from .._core._run import Run, RunResult
 
 logger = logging.getLogger("flowgraph")
 

@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar, TypeVarTuple, 
 
 import anyio
 
-from ._core._exceptions import AttemptsExhausted, GraphError
-from ._core._policy import to_seconds
+from .._core._exceptions import AttemptsExhausted, GraphError
+from .._core._validate import to_seconds
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from ._core._policy import Call, NodeContext, NodeCounters
+    from .._core._policy import Call, NodeContext, NodeCounters
 
 __all__ = ["Retry"]
 

@@ -2,8 +2,8 @@
 
 Each command is an ``add_*_arguments`` function that declares its options and
 a ``cmd_*`` function that takes the parsed arguments and returns an exit code;
-``flowgraph.cli`` registers them. Everything a command was given is checked
-before the graph starts (see :mod:`flowgraph._cli_args`).
+``flowgraph._cli`` registers them. Everything a command was given is checked
+before the graph starts (see :mod:`flowgraph._cli._args`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import flowgraph as fg
 
-from . import _runner
-from ._cli_args import (
+from .. import _runner
+from .._runner import require_rich
+from ._args import (
     EXIT_OK,
     UsageError,
     add_target_argument,
@@ -23,9 +24,8 @@ from ._cli_args import (
     seconds,
     seconds_or_zero,
 )
-from ._cli_output import err, format_summary, interrupted
-from ._cli_targets import load_graph
-from ._progress import require_rich
+from ._output import err, format_summary, interrupted
+from ._targets import load_graph
 
 if TYPE_CHECKING:
     import argparse

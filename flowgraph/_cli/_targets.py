@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._cli_args import UsageError
-from ._core import Graph, describe_error
+from .._core import Graph, describe_error
+from ._args import UsageError
 
 
 def load_graph(target: str) -> Graph:

@@ -5,15 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, final
 
-from ._core._exceptions import GraphError, NodeError
-from ._store import StateStore, StoreRef, UsesStore
+from .._core._exceptions import GraphError, NodeError
+from ._open import StoreRef, UsesStore
 
 if TYPE_CHECKING:
     import os
 
-    from ._core._graph import Graph
-    from ._core._policy import Failure
-    from ._store import DeadLetter, Serializer
+    from .._core._graph import Graph
+    from .._core._policy import Failure
+    from ._protocol import DeadLetter, Serializer, StateStore
 
 DEFAULT_STORE = "sqlite:///flowgraph-state.db"
 

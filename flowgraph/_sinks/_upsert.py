@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any, final
 import anyio
 import anyio.to_thread
 
-from ._core._exceptions import GraphError, StoreError, describe_error, describe_item
-from ._store import parse_store_url
+from .._core._exceptions import GraphError, StoreError, describe_error, describe_item
+from .._stores import parse_store_url
 
 if TYPE_CHECKING:
     import os

@@ -1,4 +1,4 @@
-"""Rate limits (sliding windows, several at once, shareable) and a shareable concurrency cap.
+"""Rate limits: sliding windows, several at once, shareable between nodes and graphs.
 
 Everything here runs on anyio alone: time comes from ``anyio.current_time()``,
 waiting from ``anyio.sleep`` and anyio events, so limits hold on asyncio and trio
@@ -16,24 +16,16 @@ from typing import TYPE_CHECKING, Any, final
 import anyio
 from anyio.lowlevel import RunVar, cancel_shielded_checkpoint, checkpoint_if_cancelled
 
-from ._core._exceptions import GraphError
-from ._core._policy import to_seconds
+from .._core._exceptions import GraphError
+from .._core._validate import positive_int, to_seconds
 
 if TYPE_CHECKING:
     from datetime import timedelta
     from types import TracebackType
 
-    from ._core._policy import Call, NodeContext
+    from .._core._policy import Call, NodeContext
 
-__all__ = ["Limit", "Rate", "RateLimiter"]
-
-
-def _positive_int(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int (got {value!r})")
-    if value < 1:
-        raise GraphError(f"{name} must be >= 1 (got {value!r})")
-    return value
+__all__ = ["Rate", "RateLimiter"]
 
 
 @final
@@ -59,7 +51,7 @@ class Rate:
     per: float
 
     def __init__(self, count: int, *, per: float | timedelta = 1.0) -> None:
-        object.__setattr__(self, "count", _positive_int("count", count))
+        object.__setattr__(self, "count", positive_int("count", count))
         object.__setattr__(self, "per", to_seconds("per", per))
 
     def __repr__(self) -> str:
@@ -218,65 +210,3 @@ class RateLimiter:
             shifted = [stamp + shift for stamp in stamps]
             stamps.clear()
             stamps.extend(shifted)
-
-
-@final
-class Limit:
-    """At most *total* calls in flight at once, shared by every node and graph using it.
-
-    Backed by an ``anyio.CapacityLimiter`` created on first use in each event
-    loop, so one ``Limit`` may be declared at import time and used by runs on
-    either backend. Waiters are served in arrival order; a cancelled waiter takes
-    no slot. Usable as ``async with limit:`` (one slot per task at a time) or as a
-    node policy (each call of the node holds one slot while it runs).
-
-    Args:
-        total: calls allowed in flight (``>= 1``).
-
-    Raises:
-        GraphError: if *total* < 1.
-
-    Added in 0.1.
-    """
-
-    __slots__ = ("_limiter", "_total")
-
-    def __init__(self, total: int) -> None:
-        self._total = _positive_int("total", total)
-        self._limiter: RunVar[anyio.CapacityLimiter] = RunVar("flowgraph.Limit")
-
-    def __repr__(self) -> str:
-        return f"Limit({self._total})"
-
-    @property
-    def total(self) -> int:
-        """Calls allowed in flight at once."""
-        return self._total
-
-    def _current(self) -> anyio.CapacityLimiter:
-        try:
-            return self._limiter.get()
-        except LookupError:
-            limiter = anyio.CapacityLimiter(self._total)
-            self._limiter.set(limiter)
-            return limiter
-
-    async def __aenter__(self) -> None:
-        await self._current().acquire()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._current().release()
-
-    def wrap(self, call: Call, node: NodeContext) -> Call:
-        """Return *call* that holds a slot of this limit while it runs."""
-
-        async def limited(item: Any) -> Any:
-            async with self:
-                return await call(item)
-
-        return limited

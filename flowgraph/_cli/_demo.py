@@ -269,7 +269,7 @@ async def run_demo(
     graph = build_graph(db_path, transport, load_id=load_id, seed=seed)
     async with fg.open_run(graph) as run:
         if progress:
-            from ._progress import open_progress
+            from .._runner import open_progress
 
             async with open_progress(run):
                 await run.wait_finished()

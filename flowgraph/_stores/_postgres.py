@@ -18,14 +18,13 @@ import anyio
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from ._core._exceptions import StoreError
-from ._sqlstore import SQLStateStore
-from ._store import SCHEMA_VERSION, newer_schema_error
+from .._core._exceptions import StoreError
+from ._sql import SCHEMA_VERSION, SQLStateStore, newer_schema_error
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from ._sqlstore import Cursor
+    from ._sql import Cursor
 
 _T = TypeVar("_T")
 

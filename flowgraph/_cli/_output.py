@@ -11,12 +11,12 @@ import sys
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from ._cli_args import EXIT_INTERRUPTED
+from ._args import EXIT_INTERRUPTED
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from ._core import RunResult
+    from .._core import RunResult
 
 
 def err(message: str) -> None:

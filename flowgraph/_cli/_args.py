@@ -13,7 +13,7 @@ import argparse
 import importlib.util
 from pathlib import Path
 
-from ._store import parse_store_url
+from .._stores import parse_store_url
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -15,25 +15,29 @@ from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 import anyio
 
-from ._core._exceptions import StoreError
-from ._store import (
-    DeadLetter,
-    JSONValue,
-    Serializer,
-    deserialize_item,
-    encode_position,
-    qualified_name,
-    serialize_item,
-)
+from .._core._exceptions import StoreError
+from ._codec import deserialize_item, encode_position, qualified_name, serialize_item
+from ._protocol import DeadLetter, JSONValue, Serializer
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from types import TracebackType
 
-    from ._core._policy import Failure
+    from .._core._policy import Failure
 
 _T = TypeVar("_T")
+
+SCHEMA_VERSION = 1
+"""The version of the tables this flowgraph writes; a store refuses a newer one."""
 _FILTER_COLUMNS = ("graph", "node", "run_id", "error_type")
+
+
+def newer_schema_error(where: str, found: int) -> StoreError:
+    """Return the error for a store written by a newer flowgraph than this one."""
+    return StoreError(
+        f"{where} has schema version {found}, but this flowgraph supports only up to "
+        f"{SCHEMA_VERSION}; upgrade flowgraph to use it"
+    )
 
 
 def _text(value: str) -> str:

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, final
 import anyio
 import anyio.lowlevel
 
-from ._core._acks import Positioned
-from ._core._exceptions import GraphError
-from ._core._policy import to_seconds
+from .._core._exceptions import GraphError
+from .._core._nodes import Positioned
+from .._core._validate import to_seconds
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable

@@ -2,7 +2,7 @@
 
 Each command is an ``add_*_arguments`` function that declares its options and
 a ``cmd_*`` function that takes the parsed arguments and returns an exit code;
-``flowgraph.cli`` registers them. Every command reads an existing store
+``flowgraph._cli`` registers them. Every command reads an existing store
 (``--store URL``): a SQLite file that does not exist is a usage error, so a
 typo never creates an empty store.
 """
@@ -17,7 +17,8 @@ import anyio
 
 import flowgraph as fg
 
-from ._cli_args import (
+from .._core import describe_item
+from ._args import (
     EXIT_FAILED,
     EXIT_OK,
     STORE_HELP,
@@ -26,9 +27,8 @@ from ._cli_args import (
     check_store_url,
     positive_int,
 )
-from ._cli_output import err, format_table, plural, shorten, when
-from ._cli_targets import load_graph
-from ._core import describe_item
+from ._output import err, format_table, plural, shorten, when
+from ._targets import load_graph
 
 if TYPE_CHECKING:
     import argparse
