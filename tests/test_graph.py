@@ -185,6 +185,32 @@ def test_policies_must_be_policies() -> None:
         g.transform(atransform, retry=5)  # type: ignore[call-overload]
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"retry": fg.Rate(10)},
+            r"^retry= of transform 'atransform' got Rate\(10, per=1\.0\), which is a rate "
+            r"policy: pass it as rate=$",
+        ),
+        (
+            {"limit": fg.Retry(attempts=2)},
+            r"^limit= of transform 'atransform' got Retry\(attempts=2\), which is a retry "
+            r"policy: pass it as retry=$",
+        ),
+        (
+            {"rate": fg.Limit(3)},
+            r"^rate= of transform 'atransform' got Limit\(3\), which is a limit policy: "
+            r"pass it as limit=$",
+        ),
+    ],
+)
+def test_a_policy_in_the_wrong_slot_is_refused(options: dict[str, Any], message: str) -> None:
+    """A policy given to another option is named with the option it belongs to (#11)."""
+    with pytest.raises(fg.GraphError, match=message):
+        fg.Graph("g").transform(atransform, **options)
+
+
 def test_timeout_must_be_positive() -> None:
     """timeout=0 is refused."""
     g = fg.Graph("g")

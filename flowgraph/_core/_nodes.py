@@ -199,12 +199,7 @@ class Node(Generic[P, R]):
                 f"{self.fn_kind.value} function; drop inline=True"
             )
         for option in ("retry", "rate", "limit"):
-            value = getattr(self, option)
-            if value is not None and not isinstance(value, Policy):
-                raise GraphError(
-                    f"{option}= of {label} must be a policy such as fg.Retry(...), "
-                    f"fg.Rate(...) or fg.Limit(...) (got {value!r})"
-                )
+            check_slot(f"{option}= of {label}", option, getattr(self, option))
         if self.on_error not in ("raise", "skip", "dead_letter") and not isinstance(
             self.on_error, FailureHandler
         ):
@@ -249,6 +244,25 @@ class Node(Generic[P, R]):
         together, each retry attempt waits for a concurrency slot, then rate budget."""
         chain = (self.timeout, self.retry, self.limit, self.rate)
         return tuple(p for p in chain if p is not None)
+
+
+_EXAMPLES = {
+    "retry": "fg.Retry(attempts=5)",
+    "rate": "fg.Rate(10, per=1.0)",
+    "limit": "fg.Limit(4)",
+}
+
+
+def check_slot(where: str, slot: str, value: object) -> None:
+    """Refuse *value* for the node option *slot* unless it is a policy that fills that slot."""
+    if value is None:
+        return
+    if not isinstance(value, Policy):
+        raise GraphError(f"{where} must be a policy such as {_EXAMPLES[slot]} (got {value!r})")
+    if value.slot != slot:
+        raise GraphError(
+            f"{where} got {value!r}, which is a {value.slot} policy: pass it as {value.slot}="
+        )
 
 
 def _accepts(fn: Callable[..., Any], *args: Any) -> bool:

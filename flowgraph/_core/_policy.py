@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, final, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, final, runtime_checkable
 
 import anyio
 
@@ -46,8 +46,13 @@ class Policy(Protocol):
 
     ``wrap`` runs once per node per run, never per item. A wrapper that gives up
     after several attempts raises ``AttemptsExhausted(error, attempts)`` so the
-    engine can report the attempt count.
+    engine can report the attempt count. ``slot`` names the node option the
+    policy fills (``"retry"``, ``"rate"``, ``"limit"``), so a policy given to
+    another option is refused at declaration instead of silently reordered.
     """
+
+    @property
+    def slot(self) -> str: ...
 
     def wrap(self, call: Call, node: NodeContext) -> Call: ...
 
@@ -97,6 +102,7 @@ class Timeout:
     """
 
     seconds: float
+    slot: ClassVar[str] = "timeout"
 
     def __init__(self, seconds: float | timedelta) -> None:
         object.__setattr__(self, "seconds", to_seconds("seconds", seconds))

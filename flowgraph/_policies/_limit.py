@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, ClassVar, final
 
 import anyio
 from anyio.lowlevel import RunVar
@@ -37,6 +37,7 @@ class Limit:
     """
 
     __slots__ = ("_limiter", "_total")
+    slot: ClassVar[str] = "limit"
 
     def __init__(self, total: int) -> None:
         self._total = positive_int("total", total)

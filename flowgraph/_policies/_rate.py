@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, ClassVar, final
 
 import anyio
 from anyio.lowlevel import RunVar, cancel_shielded_checkpoint, checkpoint_if_cancelled
@@ -47,6 +47,7 @@ class Rate:
     Added in 0.1.
     """
 
+    slot: ClassVar[str] = "rate"
     count: int
     per: float
 
@@ -91,6 +92,7 @@ class RateLimiter:
     """
 
     __slots__ = ("_clock_offset", "_loop_seen", "_rates", "_stamps", "_waiters")
+    slot: ClassVar[str] = "rate"
 
     def __init__(self, *rates: Rate) -> None:
         if not rates:

@@ -13,7 +13,16 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar, TypeVarTuple, final
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Final,
+    TypeAlias,
+    TypeVar,
+    TypeVarTuple,
+    final,
+)
 
 import anyio
 
@@ -152,6 +161,7 @@ class Retry:
     Added in 0.1.
     """
 
+    slot: ClassVar[str] = "retry"
     attempts: int | None
     deadline: float | None
     initial: float
