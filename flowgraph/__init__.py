@@ -12,6 +12,7 @@ from ._core import Failure as Failure
 from ._core import FailureHandler as FailureHandler
 from ._core import FlowgraphError as FlowgraphError
 from ._core import Graph as Graph
+from ._core import GraphDefaults as GraphDefaults
 from ._core import GraphError as GraphError
 from ._core import ItemDeadLettered as ItemDeadLettered
 from ._core import ItemFailed as ItemFailed
@@ -25,10 +26,13 @@ from ._core import Policy as Policy
 from ._core import Positioned as Positioned
 from ._core import Run as Run
 from ._core import RunFinished as RunFinished
+from ._core import RunOptions as RunOptions
 from ._core import RunResult as RunResult
 from ._core import RunStarted as RunStarted
 from ._core import RunStatistics as RunStatistics
+from ._core import SourceOptions as SourceOptions
 from ._core import StoreError as StoreError
+from ._core import TransformOptions as TransformOptions
 from ._core import open_run as open_run
 from ._policies import Limit as Limit
 from ._policies import Rate as Rate
@@ -57,6 +61,7 @@ __all__ = [
     "FailureHandler",
     "FlowgraphError",
     "Graph",
+    "GraphDefaults",
     "GraphError",
     "ItemDeadLettered",
     "ItemFailed",
@@ -75,11 +80,14 @@ __all__ = [
     "Retry",
     "Run",
     "RunFinished",
+    "RunOptions",
     "RunResult",
     "RunStarted",
     "RunStatistics",
+    "SourceOptions",
     "StateStore",
     "StoreError",
+    "TransformOptions",
     "Upsert",
     "open_progress",
     "open_run",

@@ -21,7 +21,8 @@ from ._exceptions import (
     describe_item,
 )
 from ._graph import Graph, Route
-from ._nodes import Node, NodeKind, OnError, Positioned
+from ._nodes import Node, NodeKind, Positioned
+from ._options import GraphDefaults, OnError, RunOptions, SourceOptions, TransformOptions
 from ._policy import Call, Failure, FailureHandler, NodeContext, NodeCounters, Policy
 from ._run import Run, RunResult, open_run, run_graph
 from ._stats import NodeStatistics, RunStatistics
@@ -36,6 +37,7 @@ __all__ = [
     "FailureHandler",
     "FlowgraphError",
     "Graph",
+    "GraphDefaults",
     "GraphError",
     "ItemDeadLettered",
     "ItemFailed",
@@ -53,10 +55,13 @@ __all__ = [
     "Route",
     "Run",
     "RunFinished",
+    "RunOptions",
     "RunResult",
     "RunStarted",
     "RunStatistics",
+    "SourceOptions",
     "StoreError",
+    "TransformOptions",
     "describe_error",
     "describe_item",
     "open_run",

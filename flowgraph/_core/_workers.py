@@ -109,7 +109,9 @@ class NodeRun:
         c, node = self.counters, self.node
         latency = c.latency
         items_in, in_flight = c.items_in, c.in_flight
-        counted_out = node.kind is NodeKind.SOURCE or self.many
+        counted_out = node.kind is NodeKind.SOURCE or (
+            self.many and node.kind is NodeKind.TRANSFORM
+        )
         return NodeStatistics(
             name=self.name,
             kind=node.kind.value,

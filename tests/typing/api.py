@@ -62,3 +62,9 @@ rows = daemon.sink(fg.Upsert("sqlite:///target.db", "events", key="id"), workers
 daemon.connect(events, rows)
 daemon.connect(cron_events, rows)
 assert_type(fg.Positioned(1, position=2).position, Any)
+
+defaults = fg.Graph("defaults", buffer=100, workers=4, retry=fg.Retry(attempts=2))
+options: fg.TransformOptions = {"workers": 8, "buffer": 64}
+configured = defaults.transform(parse, **options)
+assert_type(configured("x"), dict[str, str])
+run_options: fg.RunOptions = {"log_interval": 5.0}
