@@ -45,7 +45,8 @@ def test_a_fed_copy_keeps_the_options_in_effect() -> None:
         (
             lambda g: g.transform(double, workrs=3),
             r"^transform 'double' has no option 'workrs': did you mean 'workers'\? valid ones "
-            r"are buffer, inline, limit, on_error, ordered, rate, retry, timeout, workers$",
+            r"are buffer, executor, idempotent, inline, limit, on_error, ordered, rate, retry, timeout, "
+            r"workers$",
         ),
         (
             lambda g: g.sink(collect, on_eror="skip"),
@@ -201,4 +202,4 @@ async def test_a_generator_sink_counts_what_it_consumed() -> None:
 
     g.chain(g.source(range(5), name="src"), g.sink(writer))
     result = await g.run()
-    assert result.stats["writer"].items_out == 5
+    assert result.statistics["writer"].items_out == 5

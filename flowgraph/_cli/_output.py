@@ -42,7 +42,7 @@ def format_summary(result: RunResult) -> str:
             str(s.errors),
             f"{s.elapsed:.2f}s",
         )
-        for s in result.stats.values()
+        for s in result.statistics.values()
     ]
     how = "stopped after" if result.stopped else "finished in"
     title = f"graph {result.graph!r} {how} {result.elapsed:.2f}s (run {result.run_id})"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, final
 
 from ._exceptions import GraphError, describe_item
+from ._executor import as_executor
 from ._options import (
     DEFAULTS,
     SOURCE_OPTIONS,
@@ -26,6 +27,7 @@ from ._options import (
 if TYPE_CHECKING:
     from collections.abc import AsyncIterable, Callable, Iterable
 
+    from ._executor import ExecutorSpec
     from ._graph import Graph
     from ._policy import Policy, Timeout
 
@@ -130,9 +132,11 @@ class Node(Generic[P, R]):
     __slots__ = (
         "buffer",
         "checkpoint",
+        "executor",
         "fn",
         "fn_kind",
         "graph",
+        "idempotent",
         "inline",
         "kind",
         "limit",
@@ -149,6 +153,8 @@ class Node(Generic[P, R]):
 
     buffer: int
     checkpoint: bool
+    executor: ExecutorSpec | None
+    idempotent: bool
     inline: bool
     limit: Policy | None
     max_in_flight: int
@@ -198,6 +204,18 @@ class Node(Generic[P, R]):
                 f"inline=True runs a sync function on the event loop, but {label} is an "
                 f"{self.fn_kind.value} function; drop inline=True"
             )
+        if self.fn_kind.is_async and self.executor not in (None, "loop"):
+            raise GraphError(
+                f"{label} is an {self.fn_kind.value} function, which runs on the event loop: "
+                f"executor={self.executor!r} is for sync functions; drop it"
+            )
+        if self.inline and self.executor not in (None, "loop"):
+            raise GraphError(
+                f"{label} has inline=True (run on the event loop) and executor="
+                f"{self.executor!r}: choose one"
+            )
+        if self.executor is not None and not isinstance(self.executor, str):
+            as_executor(self.executor).check(self.fn, node=self.name)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
@@ -209,6 +227,11 @@ class Node(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<{self.kind.value} {self.name!r} of graph {self.graph.name!r}>"
+
+    @property
+    def runs_on_loop(self) -> bool:
+        """Whether the function is called on the event loop (async, inline, ``"loop"``)."""
+        return self.fn_kind.is_async or self.inline or self.executor == "loop"
 
     @property
     def policies(self) -> tuple[Policy, ...]:

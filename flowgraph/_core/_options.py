@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict
 from ._acks import CheckpointStore
 from ._events import Event
 from ._exceptions import GraphError
+from ._executor import ExecutorSpec, check_executor
 from ._policy import FailureHandler, Policy, Timeout
 from ._validate import int_at_least, to_seconds, unknown_name
 
@@ -40,6 +41,8 @@ class TransformOptions(TypedDict, total=False):
     buffer: int
     ordered: bool
     inline: bool
+    executor: ExecutorSpec | None
+    idempotent: bool
     retry: Policy | None
     rate: Policy | None
     limit: Policy | None
@@ -67,6 +70,7 @@ class GraphDefaults(TypedDict, total=False):
     buffer: int
     ordered: bool
     inline: bool
+    executor: ExecutorSpec | None
     retry: Policy | None
     rate: Policy | None
     limit: Policy | None
@@ -80,6 +84,8 @@ DEFAULTS: Final[Mapping[str, Any]] = {
     "buffer": DEFAULT_BUFFER,
     "ordered": False,
     "inline": False,
+    "executor": None,
+    "idempotent": False,
     "retry": None,
     "rate": None,
     "limit": None,
@@ -147,7 +153,9 @@ _CHECKS: Final[dict[str, Callable[[str, Any], Any]]] = {
     "max_in_flight": lambda where, value: int_at_least(where, value, 1),
     "ordered": _flag,
     "inline": _flag,
+    "idempotent": _flag,
     "checkpoint": _flag,
+    "executor": lambda where, value: None if value is None else check_executor(where, value),
     "retry": _policy("retry"),
     "rate": _policy("rate"),
     "limit": _policy("limit"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
+import warnings
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Unpack, final
@@ -56,7 +57,7 @@ class RunResult:
     Attributes:
         graph: the graph's name.
         run_id: a unique id of this run (also recorded with dead letters).
-        stats: the final statistics; ``result.stats["fetch"].items_out``.
+        statistics: the final statistics; ``result.statistics["fetch"].items_out``.
         elapsed: seconds the run took.
         stopped: whether the run was stopped (``Run.stop``) rather than finishing
             its input; items still in flight after the grace period were cancelled.
@@ -64,9 +65,17 @@ class RunResult:
 
     graph: str
     run_id: str
-    stats: RunStatistics
+    statistics: RunStatistics
     elapsed: float
     stopped: bool = False
+
+    @property
+    def stats(self) -> RunStatistics:
+        """Deprecated name of :attr:`statistics`."""
+        warnings.warn(
+            "RunResult.stats is now RunResult.statistics", DeprecationWarning, stacklevel=2
+        )
+        return self.statistics
 
 
 @final
@@ -291,6 +300,8 @@ async def open_run(graph: Graph, **options: Unpack[RunOptions]) -> AsyncIterator
             resume=resume,
         )
         resources.enter_context(graph.running())
+        for nr in run._nodes.values():
+            await nr.open(resources)
         async with _open_run(run, log_interval) as running:
             yield running
 

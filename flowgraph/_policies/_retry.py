@@ -26,7 +26,8 @@ from typing import (
 
 import anyio
 
-from .._core._exceptions import AttemptsExhausted, GraphError
+from .._core._exceptions import AttemptsExhausted, GraphError, PartialOutputError
+from .._core._policy import bounded
 from .._core._validate import to_seconds
 
 if TYPE_CHECKING:
@@ -279,13 +280,13 @@ class Retry:
             try:
                 if self.attempt_timeout is None:
                     return await fn(*args)
-                with anyio.move_on_after(self.attempt_timeout):
+                with bounded(self.attempt_timeout):
                     return await fn(*args)
                 error = TimeoutError(
                     f"attempt {attempt} timed out after {self.attempt_timeout:g} s"
                 )
             except Exception as exc:
-                if not self._retryable(exc):
+                if isinstance(exc, PartialOutputError) or not self._retryable(exc):
                     if attempt == 1:
                         raise
                     raise AttemptsExhausted(exc, attempt) from exc
