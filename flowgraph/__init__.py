@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ._core import CheckpointCommitted as CheckpointCommitted
 from ._core import Event as Event
+from ._core import Executor as Executor
 from ._core import Failure as Failure
 from ._core import FailureHandler as FailureHandler
 from ._core import FlowgraphError as FlowgraphError
@@ -32,6 +33,7 @@ from ._core import RunStarted as RunStarted
 from ._core import RunStatistics as RunStatistics
 from ._core import SourceOptions as SourceOptions
 from ._core import StoreError as StoreError
+from ._core import Threads as Threads
 from ._core import TransformOptions as TransformOptions
 from ._core import open_run as open_run
 from ._policies import Limit as Limit
@@ -57,6 +59,7 @@ __all__ = [
     "DeadLetter",
     "DeadLetters",
     "Event",
+    "Executor",
     "Failure",
     "FailureHandler",
     "FlowgraphError",
@@ -87,6 +90,7 @@ __all__ = [
     "SourceOptions",
     "StateStore",
     "StoreError",
+    "Threads",
     "TransformOptions",
     "Upsert",
     "open_progress",

@@ -20,19 +20,24 @@ from ._exceptions import (
     describe_error,
     describe_item,
 )
+from ._executor import BoundCall, Executor, ExecutorSpec, register_executor
 from ._graph import Graph, Route
 from ._nodes import Node, NodeKind, Positioned
 from ._options import GraphDefaults, OnError, RunOptions, SourceOptions, TransformOptions
 from ._policy import Call, Failure, FailureHandler, NodeContext, NodeCounters, Policy
 from ._run import Run, RunResult, open_run, run_graph
 from ._stats import NodeStatistics, RunStatistics
+from ._threads import Threads
 
 __all__ = [
     "AttemptsExhausted",
+    "BoundCall",
     "Call",
     "CheckpointCommitted",
     "CheckpointStore",
     "Event",
+    "Executor",
+    "ExecutorSpec",
     "Failure",
     "FailureHandler",
     "FlowgraphError",
@@ -61,9 +66,11 @@ __all__ = [
     "RunStatistics",
     "SourceOptions",
     "StoreError",
+    "Threads",
     "TransformOptions",
     "describe_error",
     "describe_item",
     "open_run",
+    "register_executor",
     "run_graph",
 ]

@@ -192,6 +192,8 @@ class Graph:
         if not callable(fn):
             raise GraphError(f"a {kind.value} must be a function (got {type(fn).__name__})")
         takes = SOURCE_OPTIONS if kind is NodeKind.SOURCE else TRANSFORM_OPTIONS
+        if fn_kind(fn).is_async:
+            takes -= {"executor", "inline"}  # a default for sync functions only
         defaults = {k: v for k, v in self.defaults.items() if k in takes}
         return self._add(Node(fn, graph=self, kind=kind, **{**defaults, **options}))
 

@@ -15,7 +15,8 @@ threads are daemon threads: an abandoned call never keeps the process alive.
 
 Sync iterators (sync generator functions, sync sources) run in a thread as one
 long job and hand their items over in batches: at once when the event loop is
-waiting for them, and reading at most :data:`READ_AHEAD` items ahead of it.
+waiting for them, and reading at most :data:`READ_AHEAD` items ahead of what
+the graph has taken.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("flowgraph")
 
 READ_AHEAD = 64
-"""Most items a sync iterator in a thread produces beyond those the event loop has taken."""
+"""Most items a sync iterator in a thread reads beyond those the graph has taken: up to half
+of them wait in the hand-off while the loop passes on the batch it took, at most the other half."""
 
 ABANDON_AFTER = 1.0
 """Seconds a finished or cancelled run waits for calls still running in its threads."""
@@ -280,7 +282,7 @@ class _Handoff:
             iterator = iter(fn(*args))
             for item in iterator:
                 with self.condition:
-                    while len(self.items) >= READ_AHEAD and not self.closed:
+                    while len(self.items) >= READ_AHEAD // 2 and not self.closed:
                         self.condition.wait()
                     if self.closed:
                         break

@@ -70,6 +70,7 @@ class NodeRun:
         self.chunk_limit = chunk_limit(node.buffer, node.workers)
         self.inbound: list[Outlet] = []
         self.bound: BoundCall | None = None
+        self.outputs: list[Outputs] = []  # one per worker of a generator node
         self.threads: BoundThreads | None = None
         self._skips = _SkipLog(self.name)
         if node.kind is not NodeKind.SOURCE:
@@ -143,14 +144,17 @@ class NodeRun:
         c, node = self.counters, self.node
         latency = c.latency
         items_in, busy = c.items_in, c.busy
-        counted_out = node.kind is NodeKind.SOURCE or (
-            self.many and node.kind is NodeKind.TRANSFORM
-        )
+        if node.kind is NodeKind.SOURCE:
+            items_out = c.items_out
+        elif self.many and node.kind is NodeKind.TRANSFORM:
+            items_out = sum(outputs.sent for outputs in self.outputs)
+        else:
+            items_out = items_in - busy - c.failed
         return NodeStatistics(
             name=self.name,
             kind=node.kind.value,
             items_in=items_in,
-            items_out=c.items_out if counted_out else items_in - busy - c.failed,
+            items_out=items_out,
             errors=c.errors,
             retries=c.retries,
             skipped=c.skipped,
@@ -252,6 +256,7 @@ async def _consume(nr: NodeRun, emit: Emit | None, direct: Outlet | None) -> Non
     yield_to_loop = anyio.lowlevel.checkpoint
     port = Outputs(emit)
     if many:
+        nr.outputs.append(port)
         OUTPUTS.set(port)
     # Every YIELD_EVERY items the budget runs out: the worker yields and times that
     # call. A worker that had to wait for an item has just yielded: it times the
@@ -315,11 +320,7 @@ async def _consume(nr: NodeRun, emit: Emit | None, direct: Outlet | None) -> Non
                         open_.append(out)
                     elif (waiting := open_chunk(out)) is not None:
                         await waiting
-                elif emit is None:
-                    if tracked:
-                        ticket.release()
-                elif many:
-                    counters.items_out += result
+                elif emit is None or many:
                     if tracked:
                         ticket.release()
                 elif (waiting := emit((ticket, result) if tracked else result)) is not None:
@@ -365,6 +366,9 @@ async def _consume_in_order(nr: NodeRun, turns: Turns, emit: Emit | None) -> Non
     tracked = nr.tracking is not None
     ticket: Any = None
     worker = counters.worker()
+    port = Outputs(emit)
+    if many:
+        nr.outputs.append(port)
     while True:
         async with turns.lock:
             try:
@@ -399,7 +403,7 @@ async def _consume_in_order(nr: NodeRun, turns: Turns, emit: Emit | None) -> Non
                 elif tracked:
                     ticket.release()
                 if many:
-                    counters.items_out += len(outs)
+                    port.sent += len(outs)
                 turns.done()
             worker.idle = True
 
