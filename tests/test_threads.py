@@ -121,10 +121,11 @@ async def test_an_abandoned_call_keeps_its_thread_busy() -> None:
         g.transform(gate, name="hang", workers=2, timeout=0.2, on_error="skip"),
         g.sink(keep),
     )
+    failed = anyio.Event()
+    g.on(fg.ItemFailed)(lambda event: failed.set())
     async with fg.open_run(g) as run:
         with anyio.fail_after(5):
-            while run.statistics()["hang"].skipped == 0:
-                await anyio.sleep(0.01)
+            await failed.wait()
         abandoned.append(run.statistics()["hang"].abandoned)
         gate.released.set()
     assert abandoned == [1]
