@@ -2,8 +2,10 @@
 
 The engine builds each node's *call* once per run: the node's function adapted
 to ``async (item) -> outputs``, then wrapped by each of the node's policies in
-order, so the first policy listed is the outermost. The per-item loop only ever
-awaits the finished call; policies cost nothing on nodes that do not use them.
+the fixed order of ``Node.policies`` (timeout, retry, limit, rate; the first
+outermost). The per-item loop only ever awaits the finished call; policies cost
+nothing on nodes that do not use them. Timeouts use :class:`bounded`, whose
+deadlines pause while a call waits for room downstream.
 """
 
 from __future__ import annotations
@@ -145,9 +147,9 @@ async def wait_downstream(waiting: Awaitable[None]) -> None:
 class Timeout:
     """Fail an item that takes longer than *seconds*, cancelling its call.
 
-    Everything inside it in the node's policy list is bounded: first in the list
-    (outermost), it bounds the whole item including every retry and backoff;
-    after a :class:`Retry`, it bounds each attempt. An overrun cancels the call
+    A node's ``timeout=`` is the outermost of its policies (``Node.policies``):
+    it bounds the whole item, every retry and backoff included, while
+    ``Retry(attempt_timeout=)`` bounds each attempt. An overrun cancels the call
     and raises ``TimeoutError`` naming the node, which an enclosing ``Retry``
     retries like any other ``Exception``. Cancellation from outside propagates.
     A call running in a thread or process is abandoned at its deadline (see

@@ -136,10 +136,10 @@ class Retry:
     Cancellation is never retried: it propagates at once, from an attempt or from
     a backoff sleep. ``KeyboardInterrupt`` and ``SystemExit`` likewise.
 
-    Policies compose outermost first: ``[Timeout(60), Retry(...)]`` bounds the whole
-    item including every retry, while *attempt_timeout* (or ``[Retry(...),
-    Timeout(5)]``) bounds each attempt. Put a rate limit inside the retry so every
-    attempt spends budget.
+    On a node, the policies wrap its call in a fixed order, outermost first:
+    ``timeout=`` (the whole item, every retry and backoff included), then the
+    retry, then ``limit=``, then ``rate=``, so every attempt waits for a
+    concurrency slot and spends rate budget; *attempt_timeout* bounds each attempt.
 
     Args:
         attempts: most calls in total (``None``: unlimited, then *deadline* is required).
