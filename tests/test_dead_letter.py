@@ -18,7 +18,7 @@ import flowgraph as fg
 
 # Real time on purpose: the store works in threads, and a virtual clock jumps
 # to the next timer while a thread is busy. Backoffs here are milliseconds.
-FAST_RETRY = {"initial": 0.001, "cap": 0.002, "seed": 1}
+FAST_RETRY: dict[str, Any] = {"initial": 0.001, "cap": 0.002, "seed": 1}
 
 
 def pipeline(

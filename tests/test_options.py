@@ -23,12 +23,16 @@ def test_graph_defaults_apply_to_nodes_that_do_not_set_them() -> None:
     """fg.Graph("g", buffer=100, workers=4, retry=...) sets every node's option unless it sets its own."""
     retry = fg.Retry(attempts=2)
     g = fg.Graph("g", buffer=100, workers=4, retry=retry, max_in_flight=50)
-    src = g.source(lambda position: [], name="src", checkpoint=True)
+
+    def src(position: int | None) -> list[fg.Positioned]:
+        return []
+
+    source = g.source(src, checkpoint=True)
     t = g.transform(double)
     s = g.sink(collect, workers=1)
     assert (t.buffer, t.workers, t.retry) == (100, 4, retry)
     assert (s.buffer, s.workers, s.retry) == (100, 1, retry)
-    assert src.max_in_flight == 50
+    assert source.max_in_flight == 50
 
 
 def test_a_fed_copy_keeps_the_options_in_effect() -> None:
@@ -57,7 +61,7 @@ def test_a_fed_copy_keeps_the_options_in_effect() -> None:
             r"^source 'src' has no option 'workers': valid ones are checkpoint, max_in_flight$",
         ),
         (
-            lambda g: fg.Graph("g", worker=2),
+            lambda g: fg.Graph("g", worker=2),  # type: ignore[call-arg]
             r"^graph 'g' has no default 'worker': did you mean 'workers'\?",
         ),
         (
@@ -83,7 +87,7 @@ def test_unknown_or_bad_options_are_refused_with_the_fix(declare: Any, message: 
 def test_graph_error_is_a_value_error_and_a_type_error() -> None:
     """One family for bad arguments: a wrong value and a wrong type are both GraphError."""
     with pytest.raises(fg.GraphError, match=r"^timeout of transform 'double' must be a number"):
-        fg.Graph("g").transform(double, timeout="soon")
+        fg.Graph("g").transform(double, timeout="soon")  # type: ignore[call-overload]
     assert issubclass(fg.GraphError, ValueError)
     assert issubclass(fg.GraphError, TypeError)
 

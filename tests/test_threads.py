@@ -17,6 +17,10 @@ import flowgraph as fg
 from flowgraph.testing import VirtualClock
 
 
+def discard(x: object) -> None:
+    pass
+
+
 class Gate:
     """A sync call that blocks until released (or 10 s pass): a hung call we can end."""
 
@@ -146,7 +150,7 @@ async def test_a_run_does_not_wait_long_for_a_hung_thread(caplog: pytest.LogCapt
     g.chain(
         g.source([7], name="src"),
         g.transform(stuck, timeout=0.1, on_error="skip"),
-        g.sink(lambda x: None, name="out", inline=True),
+        g.sink(discard, inline=True),
     )
     started = time.monotonic()
     try:
@@ -174,7 +178,7 @@ def test_an_abandoned_thread_cannot_keep_the_process_alive(tmp_path: Any) -> Non
                 g.source([1], name="src"),
                 g.transform(lambda x: time.sleep(1000), name="forever", timeout=0.2,
                             on_error="skip"),
-                g.sink(lambda x: None, name="out", inline=True),
+                g.sink(discard, inline=True),
             )
             result = fg.run(g)
             print("skipped", result.statistics["forever"].skipped)
@@ -246,7 +250,7 @@ async def test_sync_calls_run_in_long_lived_threads() -> None:
     g.chain(
         g.source(range(500), name="src"),
         g.transform(where, workers=3),
-        g.sink(lambda x: None, name="out", inline=True),
+        g.sink(discard, inline=True),
     )
     await g.run()
     assert 1 <= len(names) <= 3
