@@ -178,7 +178,7 @@ def test_an_abandoned_thread_cannot_keep_the_process_alive(tmp_path: Any) -> Non
                 g.source([1], name="src"),
                 g.transform(lambda x: time.sleep(1000), name="forever", timeout=0.2,
                             on_error="skip"),
-                g.sink(discard, inline=True),
+                g.sink(lambda x: None, name="out", inline=True),
             )
             result = fg.run(g)
             print("skipped", result.statistics["forever"].skipped)
