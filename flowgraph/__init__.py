@@ -6,6 +6,7 @@ Declare a :class:`Graph` of sources, transforms and sinks, then
 
 from __future__ import annotations
 
+from ._core import Batch as Batch
 from ._core import CheckpointCommitted as CheckpointCommitted
 from ._core import Event as Event
 from ._core import Executor as Executor
@@ -54,6 +55,7 @@ from ._stores import open_store as open_store
 __version__ = "0.1.0"
 
 __all__ = [
+    "Batch",
     "CheckpointCommitted",
     "Checkpoints",
     "DeadLetter",

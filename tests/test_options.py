@@ -49,8 +49,8 @@ def test_a_fed_copy_keeps_the_options_in_effect() -> None:
         (
             lambda g: g.transform(double, workrs=3),
             r"^transform 'double' has no option 'workrs': did you mean 'workers'\? valid ones "
-            r"are buffer, executor, idempotent, inline, limit, on_error, ordered, rate, retry, timeout, "
-            r"workers$",
+            r"are batch, buffer, executor, idempotent, inline, key, limit, on_error, ordered, rate, "
+            r"retry, timeout, workers$",
         ),
         (
             lambda g: g.sink(collect, on_eror="skip"),
@@ -74,7 +74,7 @@ def test_a_fed_copy_keeps_the_options_in_effect() -> None:
         ),
         (
             lambda g: g.transform(double, ordered="yes"),
-            r"^ordered of transform 'double' must be True or False \(got 'yes'\)$",
+            r"^ordered of transform 'double' must be True, False or 'key' \(got 'yes'\)$",
         ),
     ],
 )

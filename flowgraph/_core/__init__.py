@@ -1,6 +1,7 @@
 """The engine: graphs, nodes, edges and runs. Imports anyio and the standard library only."""
 
 from ._acks import CheckpointStore
+from ._batch import Batch
 from ._events import (
     CheckpointCommitted,
     Event,
@@ -31,6 +32,7 @@ from ._threads import Threads
 
 __all__ = [
     "AttemptsExhausted",
+    "Batch",
     "BoundCall",
     "Call",
     "CheckpointCommitted",

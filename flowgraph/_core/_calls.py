@@ -22,7 +22,8 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, final
 
 from ._exceptions import PartialOutputError
-from ._nodes import Collection, FnKind
+from ._functions import FnKind
+from ._nodes import Collection
 from ._policy import wait_downstream
 from ._threads import BoundThreads
 

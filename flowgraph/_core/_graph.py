@@ -15,9 +15,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, Unpack, overload
 
+from ._batch import Batch
 from ._events import E, Event, Hook, HookTable, add_hook
 from ._exceptions import GraphError
-from ._nodes import Collection, FnKind, Node, NodeKind, fn_kind
+from ._functions import FnKind, fn_kind
+from ._nodes import Collection, Node, NodeKind
 from ._options import (
     GRAPH_DEFAULTS,
     SOURCE_OPTIONS,
@@ -30,12 +32,22 @@ from ._options import (
 )
 
 if TYPE_CHECKING:
+    from datetime import timedelta
+
     from ._options import RunOptions
     from ._run import RunResult
 
 P = ParamSpec("P")
 R = TypeVar("R")
 NodeRef = Node[..., Any] | str
+
+
+def _pass_batch(items: list[Any]) -> list[Any]:
+    return items
+
+
+def _unbatch(items: Iterable[Any]) -> Iterator[Any]:
+    yield from items
 
 
 def _unique(base: str, taken: Mapping[str, object]) -> str:
@@ -185,6 +197,41 @@ class Graph:
         is ignored. A run finishes when every sink has drained its input.
         """
         return self._declare(NodeKind.SINK, fn, dict(options))
+
+    def batch(
+        self,
+        size: int | None = None,
+        *,
+        within: float | timedelta | None = None,
+        name: str | None = None,
+    ) -> Node[[list[Any]], list[Any]]:
+        """Declare a node that groups its input items into lists: ``graph.batch(1000, within=0.5)``.
+
+        A list is handed on when it holds *size* items, *within* seconds after
+        its first item, or at the end of input (a graceful stop included), so
+        the tail is never lost; see :class:`~flowgraph.Batch`. Its items are
+        acknowledged once the list, and everything made from it, is finished.
+        To batch the input of a function that takes a list, give it ``batch=``.
+
+        Raises:
+            GraphError: if neither *size* nor *within* is given, or one is out of range.
+        """
+        node: Node[[list[Any]], list[Any]] = self.transform(
+            _pass_batch,
+            name=name if name is not None else _unique("batch", self._nodes),
+            batch=Batch(size, within=within),
+            executor="loop",
+        )
+        return node
+
+    def unbatch(self, *, name: str | None = None) -> Node[[Iterable[Any]], Iterator[Any]]:
+        """Declare a node that emits each item of every list it receives, one by one."""
+        node: Node[[Iterable[Any]], Iterator[Any]] = self.transform(
+            _unbatch,
+            name=name if name is not None else _unique("unbatch", self._nodes),
+            executor="loop",
+        )
+        return node
 
     def _declare(self, kind: NodeKind, fn: Any, options: dict[str, Any]) -> Any:
         if fn is None:

@@ -11,10 +11,11 @@ import enum
 import functools
 import inspect
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, final
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, final
 
 from ._exceptions import GraphError, describe_item
 from ._executor import as_executor
+from ._functions import fn_kind
 from ._options import (
     DEFAULTS,
     SOURCE_OPTIONS,
@@ -25,8 +26,9 @@ from ._options import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, Callable, Iterable
+    from collections.abc import AsyncIterable, Callable, Hashable, Iterable
 
+    from ._batch import Batch
     from ._executor import ExecutorSpec
     from ._graph import Graph
     from ._policy import Policy, Timeout
@@ -44,51 +46,6 @@ class NodeKind(enum.Enum):
     TRANSFORM = "transform"
     #: Consumes items; has no downstream.
     SINK = "sink"
-
-
-class FnKind(enum.Enum):
-    """The calling convention of a user function, found once at declaration."""
-
-    #: ``async def f(x)``: awaited; its return value is one output.
-    ASYNC = "async"
-    #: ``async def f(x): yield ...``: each yielded value is an output.
-    ASYNC_GEN = "async generator"
-    #: ``def f(x)``: run in a worker thread (or inline); its return value is one output.
-    SYNC = "sync"
-    #: ``def f(x): yield ...``: run in a worker thread; each yielded value is an output.
-    SYNC_GEN = "sync generator"
-
-    @property
-    def is_async(self) -> bool:
-        return self in (FnKind.ASYNC, FnKind.ASYNC_GEN)
-
-
-def _target(fn: Any) -> Any:
-    """The function that decides how *fn* behaves: through ``functools.partial``, wrappers
-    that keep ``__wrapped__`` (``functools.wraps``) and callable objects' ``__call__``."""
-    target = fn
-    while True:
-        if isinstance(target, functools.partial):
-            target = target.func
-        elif callable(getattr(target, "__wrapped__", None)):
-            target = target.__wrapped__
-        else:
-            break
-    if not inspect.isroutine(target) and not inspect.isclass(target) and callable(target):
-        target = _target(type(target).__call__)
-    return target
-
-
-def fn_kind(fn: Callable[..., Any]) -> FnKind:
-    """Classify *fn*: a wrapper is what it wraps, a callable object what its ``__call__`` is."""
-    target = _target(fn)
-    if inspect.isasyncgenfunction(target):
-        return FnKind.ASYNC_GEN
-    if inspect.iscoroutinefunction(target):
-        return FnKind.ASYNC
-    if inspect.isgeneratorfunction(target):
-        return FnKind.SYNC_GEN
-    return FnKind.SYNC
 
 
 def fn_name(fn: object) -> str:
@@ -130,6 +87,7 @@ class Node(Generic[P, R]):
     """
 
     __slots__ = (
+        "batch",
         "buffer",
         "checkpoint",
         "executor",
@@ -138,6 +96,7 @@ class Node(Generic[P, R]):
         "graph",
         "idempotent",
         "inline",
+        "key",
         "kind",
         "limit",
         "max_in_flight",
@@ -151,15 +110,17 @@ class Node(Generic[P, R]):
         "workers",
     )
 
+    batch: Batch | None
     buffer: int
     checkpoint: bool
     executor: ExecutorSpec | None
     idempotent: bool
     inline: bool
+    key: Callable[[Any], Hashable] | None
     limit: Policy | None
     max_in_flight: int
     on_error: OnError
-    ordered: bool
+    ordered: bool | Literal["key"]
     rate: Policy | None
     retry: Policy | None
     timeout: Timeout | None
@@ -214,6 +175,12 @@ class Node(Generic[P, R]):
                 f"{label} has inline=True (run on the event loop) and executor="
                 f"{self.executor!r}: choose one"
             )
+        if (self.ordered == "key") != (self.key is not None):
+            raise GraphError(
+                f"{label}: ordered='key' and key= go together (key= says what the order is per)"
+            )
+        if self.ordered == "key" and self.batch is not None:
+            raise GraphError(f"{label}: ordered='key' keeps items apart; it cannot have batch=")
         if self.executor is not None and not isinstance(self.executor, str):
             as_executor(self.executor).check(self.fn, node=self.name)
 

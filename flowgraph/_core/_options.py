@@ -10,14 +10,16 @@ one, a bad value with a message naming the node and what is allowed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from datetime import timedelta  # noqa: TC003 - typing.get_type_hints resolves the TypedDicts
 from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict
 
 from ._acks import CheckpointStore
+from ._batch import Batch, check_batch
 from ._events import Event
 from ._exceptions import GraphError
 from ._executor import ExecutorSpec, check_executor
+from ._functions import FnKind, fn_kind
 from ._policy import FailureHandler, Policy, Timeout
 from ._validate import int_at_least, to_seconds, unknown_name
 
@@ -39,7 +41,9 @@ class TransformOptions(TypedDict, total=False):
     name: str
     workers: int
     buffer: int
-    ordered: bool
+    ordered: bool | Literal["key"]
+    key: Callable[[Any], Hashable] | None
+    batch: Batch | int | None
     inline: bool
     executor: ExecutorSpec | None
     idempotent: bool
@@ -83,6 +87,8 @@ DEFAULTS: Final[Mapping[str, Any]] = {
     "workers": 1,
     "buffer": DEFAULT_BUFFER,
     "ordered": False,
+    "key": None,
+    "batch": None,
     "inline": False,
     "executor": None,
     "idempotent": False,
@@ -126,6 +132,21 @@ def _flag(where: str, value: object) -> bool:
     return value
 
 
+def check_key(where: str, value: object) -> Callable[[Any], Hashable] | None:
+    """``key=`` takes a plain sync function of the item."""
+    if value is None:
+        return None
+    if not callable(value) or fn_kind(value) is not FnKind.SYNC:
+        raise GraphError(f"{where} must be a plain sync function returning the item's key")
+    return value
+
+
+def _ordered(where: str, value: object) -> bool | Literal["key"]:
+    if value == "key" or isinstance(value, bool):
+        return value
+    raise GraphError(f"{where} must be True, False or 'key' (got {value!r})")
+
+
 def _on_error(where: str, value: object) -> OnError:
     if value in ("raise", "skip", "dead_letter") or isinstance(value, FailureHandler):
         return value
@@ -151,7 +172,9 @@ _CHECKS: Final[dict[str, Callable[[str, Any], Any]]] = {
     "workers": lambda where, value: int_at_least(where, value, 1),
     "buffer": lambda where, value: int_at_least(where, value, 0),
     "max_in_flight": lambda where, value: int_at_least(where, value, 1),
-    "ordered": _flag,
+    "ordered": _ordered,
+    "key": check_key,
+    "batch": check_batch,
     "inline": _flag,
     "idempotent": _flag,
     "checkpoint": _flag,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Unpack, final
 import anyio
 
 from ._acks import CheckpointStore, Tracking
+from ._batch import run_batcher
 from ._edges import make_emitter, make_outlets
 from ._events import (
     Event,
@@ -222,6 +223,20 @@ class Run:
         for nr in self._nodes.values():
             if nr.inbox_send is not None:
                 nr.inbox_send.close()
+            if nr.batches is not None:
+                assert nr.node.batch is not None
+                assert nr.intake is not None
+                task_group.start_soon(
+                    functools.partial(
+                        run_batcher,
+                        nr.node.batch,
+                        nr.intake,
+                        nr.batches,
+                        nr.batcher,
+                        tracked=self.tracking is not None,
+                    ),
+                    name=f"{nr.name} batcher",
+                )
         if self.tracking is not None:
             task_group.start_soon(self.tracking.commit_periodically)
 
@@ -240,8 +255,9 @@ class Run:
         self._task_group = None
         self._finished_at = anyio.current_time()
         for nr in self._nodes.values():
-            if nr.inbox is not None:
-                nr.inbox.close()
+            for stream in (nr.inbox, nr.intake):
+                if stream is not None:
+                    stream.close()
 
     def _inbox_sender(self, name: str) -> MemoryObjectSendStream[Any]:
         sender = self._nodes[name].inbox_send

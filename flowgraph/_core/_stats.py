@@ -144,6 +144,8 @@ class NodeStatistics:
         busy: workers busy with an item (taken, not yet finished); 0 for a source.
         abandoned: calls given up on (a timeout, a stop) that still run in a
             thread, process or cluster; each still occupies its worker there.
+        key_skew: for an ``ordered="key"`` node, the most items ever queued
+            behind one key: a hot key shows here.
         queue_depth: items waiting for a worker, in the input stream or in a taken chunk.
         queue_capacity: the most items that may wait (the node's ``buffer``).
         workers: how many workers the node runs.
@@ -178,6 +180,7 @@ class NodeStatistics:
     latency_p99: float | None = None
     latency_buckets: tuple[tuple[float, int], ...] = ()
     abandoned: int = 0
+    key_skew: int = 0
 
     @property
     def in_flight(self) -> int:

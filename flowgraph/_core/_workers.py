@@ -28,10 +28,18 @@ from ._exceptions import (
     describe_item,
 )
 from ._executor import collecting, open_executor
-from ._nodes import FnKind, Node, NodeKind
+from ._functions import FnKind
+from ._keys import KeyQueues, consume_by_key
+from ._nodes import Node, NodeKind
 from ._policy import Failure, FailureHandler
 from ._produce import YIELD_EVERY, produce
-from ._stats import LATENCY_EXACT_FIRST, Counters, NodeStatistics, elapsed_between
+from ._stats import (
+    LATENCY_EXACT_FIRST,
+    Counters,
+    NodeStatistics,
+    WorkerCounters,
+    elapsed_between,
+)
 from ._threads import BoundThreads, Threads
 
 if TYPE_CHECKING:
@@ -73,10 +81,17 @@ class NodeRun:
         self.outputs: list[Outputs] = []  # one per worker of a generator node
         self.threads: BoundThreads | None = None
         self._skips = _SkipLog(self.name)
+        self.keys = KeyQueues() if node.ordered == "key" else None
+        self.intake: MemoryObjectReceiveStream[Any] | None = None
+        self.batches: MemoryObjectSendStream[Any] | None = None
+        self.batcher = WorkerCounters()
         if node.kind is not NodeKind.SOURCE:
             capacity = chunk_capacity(node.buffer, self.chunk_limit)
             self.inbox_send, self.inbox = anyio.create_memory_object_stream[Any](capacity)
-            if node.ordered and node.workers > 1:
+            if node.batch is not None:
+                self.intake = self.inbox
+                self.batches, self.inbox = anyio.create_memory_object_stream[Any](1)
+            if node.ordered is True and node.workers > 1:
                 self.turns = Turns()
 
     async def open(self, stack: AsyncExitStack) -> None:
@@ -143,13 +158,15 @@ class NodeRun:
     def statistics(self) -> NodeStatistics:
         c, node = self.counters, self.node
         latency = c.latency
-        items_in, busy = c.items_in, c.busy
+        taken, busy = c.items_in, c.busy
+        waiting = self.keys.waiting if self.keys is not None else 0
+        items_in = taken if self.intake is None else self.batcher.taken
         if node.kind is NodeKind.SOURCE:
             items_out = c.items_out
         elif self.many and node.kind is NodeKind.TRANSFORM:
             items_out = sum(outputs.sent for outputs in self.outputs)
         else:
-            items_out = items_in - busy - c.failed
+            items_out = taken - busy - c.failed - waiting
         return NodeStatistics(
             name=self.name,
             kind=node.kind.value,
@@ -161,7 +178,7 @@ class NodeRun:
             dead_lettered=c.dead_lettered,
             busy=busy,
             abandoned=self.bound.abandoned if self.bound is not None else 0,
-            queue_depth=sum(outlet.queued() for outlet in self.inbound) - items_in,
+            queue_depth=sum(outlet.queued() for outlet in self.inbound) - items_in + waiting,
             queue_capacity=node.buffer if self.inbox is not None else 0,
             workers=node.workers,
             elapsed=elapsed_between(c.started_at, c.finished_at),
@@ -170,6 +187,7 @@ class NodeRun:
             latency_p90=latency.percentile(0.9),
             latency_p99=latency.percentile(0.99),
             latency_buckets=latency.buckets(),
+            key_skew=self.keys.longest if self.keys is not None else 0,
         )
 
 
@@ -215,6 +233,8 @@ async def run_worker(nr: NodeRun, emit: Emit | None, outlets: list[Outlet]) -> N
                 await produce(nr, emit)
         elif nr.turns is not None:
             await _consume_in_order(nr, nr.turns, emit)
+        elif nr.keys is not None:
+            await consume_by_key(nr, emit)
         else:
             await _consume(nr, emit, _direct(nr, emit, outlets))
     finally:
