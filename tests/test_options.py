@@ -58,7 +58,8 @@ def test_a_fed_copy_keeps_the_options_in_effect() -> None:
         ),
         (
             lambda g: g.source([1], name="src", workers=2),
-            r"^source 'src' has no option 'workers': valid ones are checkpoint, max_in_flight$",
+            r"^source 'src' has no option 'workers': valid ones are checkpoint, idempotent, "
+            r"max_in_flight, on_error, rate, retry, timeout$",
         ),
         (
             lambda g: fg.Graph("g", worker=2),  # type: ignore[call-arg]

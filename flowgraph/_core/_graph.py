@@ -126,10 +126,18 @@ class Graph:
         which every item has been fully processed. At most ``max_in_flight`` of its
         items are unacknowledged at once: the bound on duplicates after a crash.
 
+        Policies work on sources as on transforms: ``rate=`` and ``timeout=``
+        apply to taking each next item, ``retry=`` runs a failed source again (a
+        checkpointed one resumes after the last item it emitted; another one that
+        had emitted items is not run again unless ``idempotent=True``), and
+        ``on_error="skip"`` or ``"dead_letter"`` ends a source that gives up while
+        the graph drains what it emitted, counting the error.
+
         Keyword Args:
             name (str): node name, unique in the graph (default: the function's name).
             checkpoint (bool): hand the source its resume position; track its items.
             max_in_flight (int): most unacknowledged items of a checkpointed source.
+            retry, rate, timeout, on_error, idempotent: as for :meth:`transform`.
 
         Raises:
             GraphError: if an option is unknown or invalid, or the name is taken.

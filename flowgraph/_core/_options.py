@@ -60,6 +60,11 @@ class SourceOptions(TypedDict, total=False):
     name: str
     checkpoint: bool
     max_in_flight: int
+    retry: Policy | None
+    rate: Policy | None
+    timeout: float | timedelta | None
+    on_error: OnError
+    idempotent: bool
 
 
 class GraphDefaults(TypedDict, total=False):

@@ -80,6 +80,7 @@ class NodeRun:
         self.bound: BoundCall | None = None
         self.outputs: list[Outputs] = []  # one per worker of a generator node
         self.threads: BoundThreads | None = None
+        self.position: Any = None  # a source's last emitted position, to resume a retry after
         self._skips = _SkipLog(self.name)
         self.keys = KeyQueues() if node.ordered == "key" else None
         self.intake: MemoryObjectReceiveStream[Any] | None = None

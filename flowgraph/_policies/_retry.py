@@ -26,7 +26,7 @@ from typing import (
 
 import anyio
 
-from .._core._exceptions import AttemptsExhausted, GraphError, PartialOutputError
+from .._core._exceptions import AttemptsExhausted, GraphError, NodeError, PartialOutputError
 from .._core._policy import bounded
 from .._core._validate import to_seconds
 
@@ -286,7 +286,7 @@ class Retry:
                     f"attempt {attempt} timed out after {self.attempt_timeout:g} s"
                 )
             except Exception as exc:
-                if isinstance(exc, PartialOutputError) or not self._retryable(exc):
+                if isinstance(exc, PartialOutputError | NodeError) or not self._retryable(exc):
                     if attempt == 1:
                         raise
                     raise AttemptsExhausted(exc, attempt) from exc
