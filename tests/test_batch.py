@@ -161,7 +161,7 @@ async def test_a_batch_is_acknowledged_only_when_it_is_finished() -> None:
         (lambda: fg.Batch(0), r"^size must be an int >= 1 \(got 0\)$"),
         (lambda: fg.Batch(10, within=0), r"^within must be > 0 \(got 0\)$"),
         (
-            lambda: fg.Graph("g").transform(sum, batch="ten"),
+            lambda: fg.Graph("g").transform(sum, batch="ten"),  # type: ignore[call-overload]
             r"^batch of transform 'sum' must be a size or fg.Batch\(size, within=...\)",
         ),
     ],
