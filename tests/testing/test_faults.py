@@ -177,13 +177,17 @@ def test_latency_distributions_sample_within_their_bounds() -> None:
         (
             {"probabilities": {"timeout": 0.1}},
             "unknown fault kind 'timeout'; expected one of: connect_error, connect_timeout, "
-            "read_timeout, server_error, rate_limited, latency, truncated_body, invalid_json, "
-            "slow_stream",
+            "read_timeout, server_error, rate_limited, latency, truncated_body, connection_reset, "
+            "invalid_json, slow_stream",
         ),
         ({"max_consecutive": -1}, "max_consecutive must be >= 0 or None (got -1)"),
         ({"statuses": []}, "statuses must name at least one 5xx status code (got none)"),
         ({"statuses": [503, 404]}, "statuses must be 5xx status codes (got 404)"),
-        ({"retry_after": -1}, "retry_after must be >= 0 seconds (got -1)"),
+        ({"retry_after": -1}, "retry_after must be a finite duration >= 0 seconds (got -1)"),
+        (
+            {"retry_after_format": "http"},
+            "retry_after_format must be 'seconds' or 'date' (got 'http')",
+        ),
         ({"stream_chunk_size": 0}, "stream_chunk_size must be >= 1 byte (got 0)"),
         (
             {"stream_delay": -0.5},
@@ -205,7 +209,7 @@ def test_plan_rejects_values_of_the_wrong_type() -> None:
         FaultPlan(seed="1")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"^probability of 'latency' must be a number \(got '1'\)$"):
         FaultPlan(probabilities={"latency": "1"})  # type: ignore[dict-item]
-    with pytest.raises(TypeError, match=r"^a path pattern must be a glob string or re.Pattern"):
+    with pytest.raises(TypeError, match=r"^a path pattern must be a string or re.Pattern \(got 3\)$"):
         FaultPlan(routes={3: {}})  # type: ignore[dict-item]
 
 

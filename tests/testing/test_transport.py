@@ -3,6 +3,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import re
 import subprocess
 import sys
 
@@ -110,20 +111,51 @@ async def test_invalid_json_is_a_200_whose_body_does_not_parse() -> None:
     assert handler.calls == 0
 
 
-async def test_truncated_body_is_a_proper_prefix_of_the_real_one() -> None:
-    """A truncated_body keeps the real status, cuts the body and fixes Content-Length."""
+async def read_until_broken(
+    client: httpx.AsyncClient, url: str, error: type[httpx.TransportError]
+) -> tuple[httpx.Response, bytes, httpx.TransportError]:
+    """Stream *url*, collecting the body until the expected error breaks it."""
+    received = b""
+    async with client.stream("GET", url) as response:
+        with pytest.raises(error) as caught:
+            async for chunk in response.aiter_raw():
+                received += chunk
+    return response, received, caught.value
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "message"),
+    [
+        (
+            "truncated_body",
+            httpx.RemoteProtocolError,
+            r"^peer closed connection without sending complete message body: "
+            r"received (\d+) bytes, expected (\d+)$",
+        ),
+        ("connection_reset", httpx.ReadError, r"^\[Errno 104\] Connection reset by peer$"),
+    ],
+)
+async def test_broken_bodies_end_early_with_the_network_error(
+    kind: str, error: type[httpx.TransportError], message: str
+) -> None:
+    """Truncated and reset bodies keep status and Content-Length, send a prefix, then fail."""
     handler = CountingHandler()
     full = httpx.Response(200, json=BODY).content
-    async with client_for(FlakyTransport(handler, always("truncated_body"))) as client:
-        responses = [await client.get(f"/items/{n}") for n in range(20)]
-    for response in responses:
-        assert response.status_code == 200
-        assert len(response.content) < len(full)
-        assert full.startswith(response.content)
-        assert response.headers["content-length"] == str(len(response.content))
-        with pytest.raises(json.JSONDecodeError):
-            response.json()
-    assert handler.calls == 20
+    async with client_for(FlakyTransport(handler, always(kind))) as client:
+        for n in range(20):
+            response, received, caught = await read_until_broken(client, f"/items/{n}", error)
+            assert response.status_code == 200
+            assert response.headers["content-length"] == str(len(full))
+            assert len(received) < len(full)
+            assert full.startswith(received)
+            assert caught.request.url.path == f"/items/{n}"
+            found = re.fullmatch(message, str(caught))
+            assert found is not None
+            if found.groups():
+                assert found.groups() == (str(len(received)), str(len(full)))
+            with pytest.raises(error):
+                await client.get(f"/items/{n}")  # a plain get raises the same error
+    assert handler.calls == 40
 
 
 @virtual_time_on_trio()
@@ -134,7 +166,8 @@ async def test_latency_delays_the_real_response(
     delay = 30.0 if anyio_backend[1] else 0.02
     handler = CountingHandler()
     plan = always("latency", latency=Latency.fixed(delay))
-    async with client_for(FlakyTransport(handler, plan)) as client:
+    transport = FlakyTransport(handler, plan)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as client:
         start = anyio.current_time()
         response = await client.get("/items")
         elapsed = anyio.current_time() - start
