@@ -209,7 +209,9 @@ def test_plan_rejects_values_of_the_wrong_type() -> None:
         FaultPlan(seed="1")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"^probability of 'latency' must be a number \(got '1'\)$"):
         FaultPlan(probabilities={"latency": "1"})  # type: ignore[dict-item]
-    with pytest.raises(TypeError, match=r"^a path pattern must be a string or re.Pattern \(got 3\)$"):
+    with pytest.raises(
+        TypeError, match=r"^a path pattern must be a string or re.Pattern \(got 3\)$"
+    ):
         FaultPlan(routes={3: {}})  # type: ignore[dict-item]
 
 

@@ -115,12 +115,16 @@ async def read_until_broken(
     client: httpx.AsyncClient, url: str, error: type[httpx.TransportError]
 ) -> tuple[httpx.Response, bytes, httpx.TransportError]:
     """Stream *url*, collecting the body until the expected error breaks it."""
-    received = b""
+    chunks: list[bytes] = []
+
+    async def read(response: httpx.Response) -> None:
+        async for chunk in response.aiter_raw():
+            chunks.append(chunk)  # noqa: PERF401 - a comprehension would lose them on error
+
     async with client.stream("GET", url) as response:
         with pytest.raises(error) as caught:
-            async for chunk in response.aiter_raw():
-                received += chunk
-    return response, received, caught.value
+            await read(response)
+    return response, b"".join(chunks), caught.value
 
 
 @pytest.mark.parametrize(
