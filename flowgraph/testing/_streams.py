@@ -139,23 +139,34 @@ class _Slow(httpx.SyncByteStream, httpx.AsyncByteStream):
         if not isinstance(self._inner, httpx.AsyncByteStream):
             raise TypeError(f"an async client needs an async response stream (got {self._inner!r})")
         first = True
-        async for chunk in self._inner:
-            for piece in self._pieces(chunk):
-                if not first:
-                    await wait(self._request, self._delay, "a pause in the body")
-                first = False
-                yield piece
+        chunks = aiter(self._inner)
+        try:
+            async for chunk in chunks:
+                for piece in self._pieces(chunk):
+                    if not first:
+                        await wait(self._request, self._delay, "a pause in the body")
+                    first = False
+                    yield piece
+        finally:
+            # A timeout raised mid-body must not leave the inner generator to the GC.
+            close = getattr(chunks, "aclose", None)
+            if close is not None:
+                await close()
 
     def __iter__(self) -> Iterator[bytes]:
         if not isinstance(self._inner, httpx.SyncByteStream):
             raise TypeError(f"a sync client needs a sync response stream (got {self._inner!r})")
         first = True
-        for chunk in self._inner:
-            for piece in self._pieces(chunk):
-                if not first:
-                    wait_sync(self._request, self._delay, "a pause in the body")
-                first = False
-                yield piece
+        chunks = iter(self._inner)
+        try:
+            for chunk in chunks:
+                for piece in self._pieces(chunk):
+                    if not first:
+                        wait_sync(self._request, self._delay, "a pause in the body")
+                    first = False
+                    yield piece
+        finally:
+            getattr(chunks, "close", lambda: None)()
 
     async def aclose(self) -> None:
         if isinstance(self._inner, httpx.AsyncByteStream):
