@@ -126,7 +126,7 @@ class VirtualClock:
         from inside a running event loop. Virtual time carries on from the
         previous run of the same clock.
 
-        Added in 0.2.
+        Added in 0.1.
         """
         name, options = self.anyio_backend
         return anyio.run(func, *args, backend=name, backend_options=options)

@@ -191,11 +191,12 @@ class Match:
         return self.params(request) is not None
 
     def _query_and_headers_match(self, request: httpx.Request) -> bool:
-        params = request.url.params
-        for name, value in self.query.items():
-            values = params.get_list(name)
-            if (value is None and values) or (value is not None and value not in values):
-                return False
+        if self.query:
+            params = request.url.params
+            for name, value in self.query.items():
+                values = params.get_list(name)
+                if (value is None and values) or (value is not None and value not in values):
+                    return False
         return all(request.headers.get(name) == value for name, value in self.headers.items())
 
     def options(self) -> list[str]:

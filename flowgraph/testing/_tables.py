@@ -126,7 +126,10 @@ class Pages:
         next_token: int | str | None = None
         if more:
             next_token = encode_cursor(next_value) if self.style == "cursor" else next_value
-        next_url = str(request.url.copy_set_param(position, next_token)) if more else None
+        wanted = self.link_header or (self.style == "cursor" and self.items is not None)
+        next_url = (
+            str(request.url.copy_set_param(position, next_token)) if more and wanted else None
+        )
         headers = {"link": f'<{next_url}>; rel="next"'} if next_url and self.link_header else {}
         return httpx.Response(
             200, headers=headers, json=self._body(chunk, records, size, start, next_token, next_url)
