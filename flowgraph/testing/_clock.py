@@ -30,12 +30,19 @@ import sys
 import time
 import weakref
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, TypeVar, TypeVarTuple, Unpack, final
+
+import anyio
 
 from .._core import _threads
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from trio.testing import MockClock
+
+T_Retval = TypeVar("T_Retval")
+PosArgsT = TypeVarTuple("PosArgsT")
 
 __all__ = ["VirtualClock", "virtual_time_backend"]
 
@@ -55,10 +62,10 @@ def _seconds(name: str, value: float | timedelta) -> float:
 class VirtualClock:
     """Virtual time for one backend, jumping to the next timer whenever all tasks wait.
 
-    Create one per test and hand :attr:`anyio_backend` to anyio (as the
-    ``anyio_backend`` fixture, or as ``anyio.run(..., backend=name,
-    backend_options=options)``). Virtual time starts at 0.0 and carries on
-    across runs that reuse the same clock.
+    Run a coroutine function under it with :meth:`run`, or hand
+    :attr:`anyio_backend` to anyio (as the ``anyio_backend`` fixture of a test, or
+    to ``anyio.run(..., backend=name, backend_options=options)``). Virtual time
+    starts at 0.0 and carries on across runs that reuse the same clock.
 
     Args:
         backend: ``"asyncio"`` or ``"trio"``.
@@ -116,6 +123,22 @@ class VirtualClock:
         if self._mock is not None:
             return self._mock.current_time()
         return self._now
+
+    def run(
+        self, func: Callable[[Unpack[PosArgsT]], Awaitable[T_Retval]], *args: *PosArgsT
+    ) -> T_Retval:
+        """Run ``func(*args)`` in a new event loop of this clock's backend, in virtual time.
+
+        ``anyio.run`` with this clock installed: any anyio, asyncio or trio code
+        inside sleeps, times out and rate-limits in virtual time, and the call
+        returns (or raises) what *func* does. Call it from synchronous code, not
+        from inside a running event loop. Virtual time carries on from the
+        previous run of the same clock.
+
+        Added in 0.1.
+        """
+        name, options = self.anyio_backend
+        return anyio.run(func, *args, backend=name, backend_options=options)
 
     def jump(self, seconds: float | timedelta) -> None:
         """Move virtual time forward by *seconds*; timers now due fire at the next checkpoint.
