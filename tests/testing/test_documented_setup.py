@@ -82,7 +82,7 @@ async def test_every_record_arrives_exactly_once(flaky_transport, fake_api):
     result = await graph.run()
     assert sorted(stored.values(), key=lambda r: r["id"]) == fake_api.all_records()[:300]
     failed = sum(1 for r in flaky_transport.records if r.fault and r.fault.is_failure)
-    assert result.stats["detail"].retries == failed, flaky_transport.describe()
+    assert result.statistics["detail"].retries == failed, flaky_transport.describe()
 
 
 @pytest.mark.flowgraph_virtual_time
@@ -110,7 +110,7 @@ async def test_a_dead_record_is_dead_lettered(fake_api, tmp_path):
     dead_letters = fg.DeadLetters(tmp_path / "state.db")
     result = await graph.run(dead_letters=dead_letters)
     assert sorted(stored) == [1, 2, 3, 4, 5, 6, 8, 9, 10]
-    assert result.stats["detail"].dead_lettered == 1
+    assert result.statistics["detail"].dead_lettered == 1
     transport.records.assert_called("GET", "/items/7", times=5)
 
 

@@ -126,7 +126,11 @@ def test_describe_and_repr() -> None:
             ValueError,
             "method must be an HTTP method such as 'GET' (got 'GET /x')",
         ),
-        (lambda: Match(path=7), TypeError, "a path pattern must be a string or re.Pattern (got 7)"),
+        (
+            lambda: Match(path=7),  # type: ignore[arg-type]
+            TypeError,
+            "a path pattern must be a string or re.Pattern (got 7)",
+        ),
         (
             lambda: Match(path="/a/{id:uuid}"),
             ValueError,
@@ -139,7 +143,7 @@ def test_describe_and_repr() -> None:
             "match the body with json= or content=, not both",
         ),
         (
-            lambda: Match(query=["a"]),
+            lambda: Match(query=["a"]),  # type: ignore[arg-type]
             TypeError,
             "query must be a mapping of names to values (got ['a'])",
         ),

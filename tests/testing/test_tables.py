@@ -59,7 +59,7 @@ async def test_following_next_links_serves_every_record_exactly_once(
     assert len(table.requests) == len(pages)
 
 
-PAGINATORS = {
+PAGINATORS: dict[str, PageNumbers | Offsets | Cursors] = {
     "page": PageNumbers(),
     "offset": Offsets(),
     "cursor": Cursors(),
@@ -82,11 +82,13 @@ async def test_flowgraph_paginate_walks_every_style_to_the_end(
     table = api.collection(
         "/rows",
         rows(count),
-        pagination=style,
+        pagination=style,  # type: ignore[arg-type]
         page_size=page_size,
-        link_header=link,  # type: ignore[arg-type]
+        link_header=link,
     )
-    pager = NextLinks() if style == "cursor" and link else PAGINATORS[style]
+    pager: PageNumbers | Offsets | Cursors | NextLinks = (
+        NextLinks() if style == "cursor" and link else PAGINATORS[style]
+    )
     async with httpx.AsyncClient(transport=api, base_url="http://api.test") as client:
         got = [record async for record in paginate(client, "/rows", style=pager, page_size=asked)]
     assert got == table.records

@@ -540,7 +540,7 @@ async def test_transports_refuse_the_wrong_kind_of_client() -> None:
 
     for async_only in (FlakyTransport(handler), FlakyTransport(httpx.ASGITransport(app=FakeAPI()))):
         with (
-            httpx.Client(transport=async_only, base_url="http://t") as client,
+            httpx.Client(transport=async_only, base_url="http://t") as sync_client,
             pytest.raises(TypeError, match=r"which is async only: use httpx.AsyncClient"),
         ):
-            client.get("/")
+            sync_client.get("/")  # noqa: ASYNC212 - refused before any I/O
