@@ -23,9 +23,11 @@ delivery, so the common case creates no coroutine and awaits nothing.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from anyio import WouldBlock
 
 if TYPE_CHECKING:
@@ -75,19 +77,29 @@ takes no item and counts none."""
 
 
 class Outlet:
-    """One worker's send side of one edge, or of every edge of a fan-out: it sends chunks.
+    """A node's send side of one edge, or of every edge of a fan-out: it sends chunks.
+
+    Every worker of the node puts into the same outlet, so the items of many
+    workers fill one chunk (a thousand workers still send full chunks), and one
+    clone of each stream serves the whole node. While a full stream holds up a
+    chunk (``sending``), a worker that needs a new chunk waits in line: when the
+    send finishes, the first in line puts its item (into the chunk just sent, if
+    it still has room) and then lets the next one go, so each waiting worker is
+    woken once, never a herd of them.
 
     ``sent`` counts the items of the chunks it has moved on from; with its
     current chunk's items that is everything it put into its streams.
     """
 
-    __slots__ = ("chunk", "limit", "sent", "streams")
+    __slots__ = ("chunk", "limit", "line", "sending", "sent", "streams")
 
     def __init__(self, streams: Sequence[MemoryObjectSendStream[Any]], limit: int) -> None:
         self.streams = streams
         self.limit = limit
         self.chunk = _NO_CHUNK
         self.sent = 0
+        self.sending = False
+        self.line: deque[anyio.Event] = deque()
 
     def put(self, item: Any) -> Awaitable[None] | None:
         """Deliver *item*; return an awaitable when a full stream makes the delivery wait."""
@@ -99,7 +111,12 @@ class Outlet:
         return self.open(item)
 
     def open(self, item: Any) -> Awaitable[None] | None:
-        """Send a new chunk that starts with *item*."""
+        """Send a new chunk that starts with *item*, or wait in line behind a send in progress."""
+        if self.sending or self.line:
+            return self._open_in_turn(item)
+        return self._open_now(item)
+
+    def _open_now(self, item: Any) -> Awaitable[None] | None:
         self.sent += len(self.chunk)
         self.chunk = _NO_CHUNK
         chunk = Chunk((item,))
@@ -108,9 +125,36 @@ class Outlet:
             try:
                 stream.send_nowait(chunk)
             except WouldBlock:
+                self.sending = True
                 return self._send_from(index, chunk)
         self.chunk = chunk
         return None
+
+    async def _open_in_turn(self, item: Any) -> None:
+        """Wait for this worker's turn, deliver *item*, then let the next in line go."""
+        turn = anyio.Event()
+        self.line.append(turn)
+        try:
+            await turn.wait()
+        except BaseException:
+            if turn.is_set():
+                self._next_turn()
+            else:
+                self.line.remove(turn)
+            raise
+        chunk = self.chunk
+        if chunk.room:
+            chunk.room -= 1
+            chunk.append(item)
+            self._next_turn()
+        elif (waiting := self._open_now(item)) is not None:
+            await waiting  # this worker sends now; the send passes the turn on
+        else:
+            self._next_turn()
+
+    def _next_turn(self) -> None:
+        if self.line:
+            self.line.popleft().set()
 
     async def _send_from(self, index: int, chunk: Chunk) -> None:
         """Finish sending *chunk* from ``streams[index]``, which was full."""
@@ -124,7 +168,11 @@ class Outlet:
         except BaseException:
             chunk.room = 0  # maybe not in every stream: nothing more may join it
             raise
-        self.chunk = chunk
+        else:
+            self.chunk = chunk
+        finally:
+            self.sending = False
+            self._next_turn()
 
     def queued(self) -> int:
         """Items this outlet put into its streams."""

@@ -206,20 +206,18 @@ class Run:
             downstream = graph.downstream(name)
             route = graph.route_of(name)
             limits = {d: self._nodes[d].chunk_limit for d in downstream}
+            outputs = {d: self._inbox_sender(d).clone() for d in downstream}
+            outlets = make_outlets(outputs, limits, routed=route is not None)
+            for target, outlet in outlets.items():
+                self._nodes[target].inbound.append(outlet)
+            emit = (
+                make_emitter(name, outlets, route, nr.fail, tracked=self.tracking is not None)
+                if outputs
+                else None
+            )
+            nr.outlets = list(dict.fromkeys(outlets.values()))
             for _ in range(nr.workers_left):
-                outputs = {d: self._inbox_sender(d).clone() for d in downstream}
-                outlets = make_outlets(outputs, limits, routed=route is not None)
-                for target, outlet in outlets.items():
-                    self._nodes[target].inbound.append(outlet)
-                emit = (
-                    make_emitter(name, outlets, route, nr.fail, tracked=self.tracking is not None)
-                    if outputs
-                    else None
-                )
-                worker = functools.partial(
-                    run_worker, nr, emit, list(dict.fromkeys(outlets.values()))
-                )
-                task_group.start_soon(worker, name=name)
+                task_group.start_soon(functools.partial(run_worker, nr, emit), name=name)
         for nr in self._nodes.values():
             if nr.inbox_send is not None:
                 nr.inbox_send.close()

@@ -76,7 +76,8 @@ class NodeRun:
         self.turns: Turns | None = None
         self.many = node.fn_kind in (FnKind.ASYNC_GEN, FnKind.SYNC_GEN)
         self.chunk_limit = chunk_limit(node.buffer, node.workers)
-        self.inbound: list[Outlet] = []
+        self.inbound: list[Outlet] = []  # the upstream outlets feeding this node
+        self.outlets: list[Outlet] = []  # this node's own, shared by its workers
         self.bound: BoundCall | None = None
         self.outputs: list[Outputs] = []  # one per worker of a generator node
         self.threads: BoundThreads | None = None
@@ -151,6 +152,9 @@ class NodeRun:
     def worker_exited(self) -> None:
         self.workers_left -= 1
         if self.workers_left == 0:
+            for outlet in self.outlets:
+                for stream in outlet.streams:
+                    stream.close()
             self.counters.finished_at = anyio.current_time()
             self._skips.flush()
             self.run.emit(NodeFinished(self.run, self.name, self.statistics()))
@@ -225,8 +229,9 @@ class _SkipLog:
             self.since = anyio.current_time()
 
 
-async def run_worker(nr: NodeRun, emit: Emit | None, outlets: list[Outlet]) -> None:
-    """Run one worker of *nr*; whatever happens, close its output streams and mark it exited."""
+async def run_worker(nr: NodeRun, emit: Emit | None) -> None:
+    """Run one worker of *nr*; whatever happens, mark it exited (the last one closes the
+    node's output streams)."""
     try:
         if nr.node.kind is NodeKind.SOURCE:
             assert emit is not None
@@ -237,11 +242,8 @@ async def run_worker(nr: NodeRun, emit: Emit | None, outlets: list[Outlet]) -> N
         elif nr.keys is not None:
             await consume_by_key(nr, emit)
         else:
-            await _consume(nr, emit, _direct(nr, emit, outlets))
+            await _consume(nr, emit, _direct(nr, emit, nr.outlets))
     finally:
-        for outlet in outlets:
-            for stream in outlet.streams:
-                stream.close()
         nr.worker_exited()
 
 
