@@ -30,7 +30,7 @@ async def test_file_is_created_in_wal_mode_with_schema_version(tmp_path: Path) -
         assert isinstance(store, SQLiteStore)
         assert store.path == path
     assert pragma(path, "journal_mode") == "wal"
-    assert pragma(path, "user_version") == 1
+    assert pragma(path, "user_version") == 2
 
 
 async def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
