@@ -20,11 +20,24 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import anyio
 
-__all__ = ["DAY", "HOUR", "MINUTE", "SECOND", "WEEK", "clock_key", "is_real_clock", "wall_time"]
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = [
+    "DAY",
+    "HOUR",
+    "MINUTE",
+    "SECOND",
+    "WEEK",
+    "clock_key",
+    "is_real_clock",
+    "wall_reader",
+    "wall_time",
+]
 
 SECOND: Final = 1.0
 """One second, in seconds. Added in 0.2."""
@@ -95,3 +108,22 @@ def wall_time() -> float:
             del _origins[next(iter(_origins))]
         origin = _origins[id(key)] = (key, time.time(), now)
     return origin[1] + (now - origin[2])
+
+
+def wall_reader() -> Callable[[], float]:
+    """A function that reads :func:`wall_time` from any thread, later.
+
+    Under a real clock, ``time.time``. Under a clock with a ``current_time()``
+    method (trio's ``MockClock``, flowgraph.testing's ``VirtualClock``), that
+    clock read through the same origin as :func:`wall_time`. Under any other
+    clock, the wall time now, since its loop cannot be read from a thread.
+    """
+    key = clock_key()
+    if is_real_clock(key):
+        return time.time
+    now = wall_time()
+    current = getattr(key, "current_time", None)
+    if not callable(current):
+        return lambda: now
+    _, wall, at = _origins[id(key)]
+    return lambda: wall + (float(current()) - at)

@@ -30,6 +30,7 @@ __all__ = [
     "CalendarWindow",
     "Ledger",
     "SlidingLog",
+    "Window",
     "calendar_bounds",
     "fits_calendar",
     "window",
@@ -89,20 +90,6 @@ class SlidingLog:
             entry[0] += delta
             entry[1] += delta
 
-    def restamp(self, old: float, new: float, cost: int) -> None:
-        """Move *cost* units just spent at *old* to *new* (later), so they expire later.
-
-        The units are in the newest entry unless someone spent since; then they
-        stay where they are and are charged again at *new*: later, never sooner.
-        """
-        entries = self.entries
-        if entries and entries[-1][1] >= old and entries[-1][2] >= cost:
-            entries[-1][2] -= cost
-            self.used -= cost
-            if not entries[-1][2]:
-                entries.pop()
-        self.take(new, cost)
-
     def dump(self) -> list[list[float]]:
         return [list(entry) for entry in self.entries]
 
@@ -141,11 +128,6 @@ class CalendarWindow:
 
     def shift(self, delta: float) -> None:
         """Calendar windows live in wall time, which no clock change moves."""
-
-    def restamp(self, old: float, new: float, cost: int) -> None:
-        """Charge *cost* to the window of *new* too, if it is not the window of *old*."""
-        if calendar_bounds(old, self.per, self.zone) != calendar_bounds(new, self.per, self.zone):
-            self.take(new, cost)
 
     def dump(self) -> list[float]:
         return [self.start, self.end, self.used]
@@ -212,10 +194,6 @@ class Ledger:
     def take(self, now: float, costs: Sequence[int]) -> None:
         for window, cost in zip(self.windows, costs, strict=True):
             window.take(now, cost)
-
-    def restamp(self, old: float, new: float, costs: Sequence[int]) -> None:
-        for window, cost in zip(self.windows, costs, strict=True):
-            window.restamp(old, new, cost)
 
     def dump(self) -> dict[str, Any]:
         return {key: window.dump() for key, window in zip(self.keys, self.windows, strict=True)}

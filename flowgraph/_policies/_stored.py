@@ -7,32 +7,32 @@ last unit. A waiting caller sleeps until the windows it read would have room,
 then tries again, since another process may have spent meanwhile.
 
 Time is wall time (``_clock.wall_time``), which every process sharing the store
-agrees on. Under a real clock it is read inside the transaction, so a call is
-stamped when it was granted, however long the row was held by someone else.
-Under a virtual clock it is the loop's (virtual) wall time; the clock may jump
-while the transaction runs in its worker thread, so a call granted at *t* and
-returned at a later *t'* is moved to *t'* by a second transaction: the budget
-then holds in the time the caller sees.
+agrees on, read inside the transaction once the row is held: a call is stamped
+when it is granted, however long another process held the row. While the store
+works in its thread (opening, spending, closing), a virtual clock is told so
+(``_core._threads.BUSY_HOOK``) and flows at the real rate instead of jumping
+ahead: in virtual as in real time, a stored budget is exact to within the
+duration of a store call.
 """
 
 from __future__ import annotations
 
 import os
-import time
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING
 
 import anyio
 from anyio.lowlevel import RunVar
 
+from .._core import _threads
 from .._core._exceptions import GraphError, StoreError
 from .._stores import StateStore, open_store
 from .._stores._quotas import update_quota
-from ._clock import clock_key, is_real_clock, wall_time
+from ._clock import wall_reader
 from ._ledger import Ledger, window
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 
     from .._stores import JSONValue
     from ._rate import Rate
@@ -102,7 +102,8 @@ class StoredBudget:
         async with session.lock:
             if session.store is None:
                 exits = AsyncExitStack()
-                session.store = await exits.enter_async_context(open_store(self._target))
+                with _clock_held():
+                    session.store = await exits.enter_async_context(open_store(self._target))
                 session.exits = exits
             session.users += 1
             opened = session.store
@@ -114,35 +115,34 @@ class StoredBudget:
                     session.users -= 1
                     if session.users == 0 and session.exits is not None:
                         exits, session.exits, session.store = session.exits, None, None
-                        await exits.aclose()
+                        with _clock_held():
+                            await exits.aclose()
 
     async def _spend(self, store: StateStore, costs: Sequence[int]) -> float:
         """One transaction: spend *costs* and return 0, or return the seconds to wait."""
-        real = is_real_clock(clock_key())
-        now = wall_time()
+        read_wall = wall_reader()
 
-        def update(state: JSONValue) -> tuple[JSONValue, tuple[float, float]]:
-            at = time.time() if real else now
+        def update(state: JSONValue) -> tuple[JSONValue, float]:
+            at = read_wall()
             ledger = self._ledger(state)
             delay = ledger.wait(at, costs)
             if delay <= 0:
                 ledger.take(at, costs)
-            return ledger.dump(), (delay, at)
+            return ledger.dump(), delay
 
-        delay, at = await update_quota(store, self._name, update)
-        if delay <= 0 and not real:
-            after = wall_time()
-            if after > at:
-                with anyio.CancelScope(shield=True):
-                    await update_quota(store, self._name, self._restamp(at, after, costs))
-        return delay
+        with _clock_held():
+            return await update_quota(store, self._name, update)
 
-    def _restamp(
-        self, old: float, new: float, costs: Sequence[int]
-    ) -> Callable[[JSONValue], tuple[JSONValue, None]]:
-        def update(state: JSONValue) -> tuple[JSONValue, None]:
-            ledger = self._ledger(state)
-            ledger.restamp(old, new, costs)
-            return ledger.dump(), None
 
-        return update
+@contextmanager
+def _clock_held() -> Iterator[None]:
+    """Tell a virtual clock that a thread works for its loop: it flows at the real rate."""
+    hold = _threads.BUSY_HOOK
+    if hold is None:
+        yield
+        return
+    hold(1)
+    try:
+        yield
+    finally:
+        hold(-1)
