@@ -10,7 +10,8 @@ since a source that raises fails the run; run by a node of a graph with an
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeAlias
+from collections import deque
+from typing import TYPE_CHECKING, Any, TypeAlias, final
 
 import anyio
 
@@ -131,9 +132,7 @@ def paginate(
 
     size = {} if page_size is None else {pager.size_param: page_size}
     first = Request(url, {**(params or {}), **pager._initial(), **size})
-    if concurrency == 1 or not isinstance(pager, PageNumbers | Offsets):
-        return _walk(pager, first, get, retry, pages)
-    return _walk_batches(pager, first, get, retry, pages, concurrency)
+    return _Crawl(pager, first, get, retry, pages, concurrency)
 
 
 def _check_concurrency(concurrency: int, pager: Pagination, page_size: int | None) -> None:
@@ -174,46 +173,91 @@ def _retrying(get: Fetch, retry: Retry | None) -> Fetch:
     return retried
 
 
-async def _walk(
-    pager: Pagination, request: Request | None, get: Fetch, retry: Retry | None, pages: bool
-) -> AsyncIterator[Any]:
-    fetch_page = _retrying(get, retry)
-    while request is not None:
-        page = await fetch_page(request)
-        for out in _outputs(page, pages):
-            yield out
-        request = pager._next(page)
+@final
+class _Crawl:
+    """The async iterator :func:`paginate` returns: it fetches when its buffer runs dry.
 
+    A plain iterator rather than an async generator: it holds nothing open
+    between pages, so a consumer may drop it half-way without closing it.
+    """
 
-async def _walk_batches(
-    pager: PageNumbers | Offsets,
-    request: Request,
-    get: Fetch,
-    retry: Retry | None,
-    pages: bool,
-    concurrency: int,
-) -> AsyncIterator[Any]:
-    fetch_page = _retrying(get, retry)
-    first = await fetch_page(request)
-    for out in _outputs(first, pages):
-        yield out
-    if first.last:
-        return
-    total = pager._pages(first)
-    n = 1
-    while total is None or n < total:
-        count = concurrency if total is None else min(concurrency, total - n)
-        batch = await _fetch_batch(fetch_page, [pager._nth(first, n + k) for k in range(count)])
-        for page in batch:
-            if page is None:  # cancelled: a page before it was the last
-                return
-            if isinstance(page, BaseException):
-                raise page
-            for out in _outputs(page, pages):
-                yield out
-            if page.last:
-                return
-        n += count
+    def __init__(
+        self,
+        pager: Pagination,
+        first: Request,
+        get: Fetch,
+        retry: Retry | None,
+        pages: bool,
+        concurrency: int,
+    ) -> None:
+        self._pager = pager
+        self._request: Request | None = first
+        self._get = get
+        self._retry = retry
+        self._pages = pages
+        self._concurrency = concurrency
+        self._fetch: Fetch | None = None  # set on first use, in the task of the consumer
+        self._first: Page | None = None  # the first page, from which batches are numbered
+        self._total: int | None = None  # the pages there are, if the body says
+        self._n = 1  # index of the next page of a batch, the first being 0
+        self._buffer: deque[Any] = deque()
+        self._error: Exception | None = None  # raised once the pages before it are taken
+
+    def __aiter__(self) -> _Crawl:
+        return self
+
+    async def __anext__(self) -> Any:
+        while not self._buffer:
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            if self._request is None:
+                raise StopAsyncIteration
+            if self._fetch is None:
+                self._fetch = _retrying(self._get, self._retry)
+            if self._first is None or self._concurrency == 1:
+                await self._one(self._fetch, self._request)
+            else:
+                await self._batch(self._fetch, self._first)
+        return self._buffer.popleft()
+
+    async def _one(self, fetch: Fetch, request: Request) -> None:
+        page = await fetch(request)
+        self._take(page)
+        self._request = self._pager._next(page)
+        if self._request is None or self._concurrency == 1:
+            return
+        if isinstance(self._pager, PageNumbers | Offsets):
+            # From here on, batches numbered from this first page.
+            self._first = page
+            self._total = self._pager._pages(page)
+            if self._total is not None and self._total <= 1:
+                self._request = None
+
+    async def _batch(self, fetch: Fetch, first: Page) -> None:
+        pager = self._pager
+        assert isinstance(pager, PageNumbers | Offsets)
+        total, n = self._total, self._n
+        count = self._concurrency if total is None else min(self._concurrency, total - n)
+        self._n += count
+        if total is not None and self._n >= total:
+            self._request = None
+        for page in await _fetch_batch(fetch, [pager._nth(first, n + k) for k in range(count)]):
+            if isinstance(page, Exception):
+                self._error = page
+            elif page is not None:  # None: cancelled, as a page before it was the last
+                self._take(page)
+                if not page.last:
+                    continue
+            self._request = None
+            return
+
+    def _take(self, page: Page) -> None:
+        if self._pages:
+            if page.records:
+                self._buffer.append(list(page.records))
+        else:
+            self._buffer.extend(page.records)
 
 
 async def _fetch_batch(fetch_page: Fetch, requests: list[Request]) -> list[Any]:
@@ -241,12 +285,6 @@ async def _fetch_batch(fetch_page: Fetch, requests: list[Request]) -> list[Any]:
         for n in range(len(requests)):
             tg.start_soon(one, n)
     return results
-
-
-def _outputs(page: Page, pages: bool) -> Sequence[Any]:
-    if pages:
-        return [list(page.records)] if page.records else []
-    return page.records
 
 
 def _records(body: Any, items: Items, url: httpx.URL) -> Sequence[Any]:
