@@ -132,7 +132,7 @@ class Rate:
         """Return *call* limited by this rate's own budget, shared wherever it is given."""
         return self._budget.wrap(call, node)
 
-    def charge(self, item: Any) -> int:
+    def _charge(self, item: Any) -> int:
         """The units a call on *item* spends here.
 
         Raises:
@@ -212,12 +212,14 @@ class RateLimiter:
     holds the budget's row, so no two processes can both spend the last unit.
     The store is opened while calls are acquiring and closed when none is;
     pass an open :class:`~flowgraph.StateStore` to keep one connection.
-    Under a virtual clock, wall time follows it (see ``fg.windows``).
+    Under a virtual clock, wall time follows it, and it flows at the real rate
+    while the store works: the budget is exact to within a store call.
 
     Waiters in one process are served first come, first served: a later caller
-    never overtakes an earlier one, even if the budget would fit it. A waiter
-    that is cancelled while queued consumes no budget and leaves the queue at
-    once (in a store, one cancelled during its transaction may have spent).
+    never overtakes an earlier one, even if the budget would fit it (so a big
+    cost at the head holds back small ones behind it). A waiter cancelled while
+    queued consumes no budget and leaves the queue at once; in a store, a call
+    cancelled once its transaction has started finishes it, and may have spent.
 
     Usable as ``async with limiter:``, ``await limiter.acquire(item)``, or as a
     node policy (each call of the node acquires once, with its item).
@@ -298,11 +300,12 @@ class RateLimiter:
         """The units a call on *item* spends in each window, in the order of :attr:`rates`.
 
         Raises:
-            TypeError, ValueError: as :meth:`Rate.charge`.
+            TypeError: if a cost is a function of the item and none is given, or it does not
+                return an int >= 0. ValueError: if a cost is above its window's count.
         """
         if self._fixed is not None:
             return self._fixed
-        return [rate.charge(item) for rate in self._rates]
+        return [rate._charge(item) for rate in self._rates]
 
     async def acquire(self, item: Any = NO_ITEM, /) -> None:
         """Wait until every window has room for the call on *item*, in arrival order; spend it.
