@@ -47,7 +47,7 @@ async def test_newer_schema_version_is_refused(postgres_schema_url: str) -> None
     with pytest.raises(
         StoreError,
         match=r"^the PostgreSQL store has schema version 99, but this flowgraph supports "
-        r"only up to 1; upgrade flowgraph to use it$",
+        r"only up to 2; upgrade flowgraph to use it$",
     ):
         async with open_store(postgres_schema_url):
             pass

@@ -64,7 +64,7 @@ async def test_newer_schema_version_is_refused(tmp_path: Path) -> None:
     with pytest.raises(
         StoreError,
         match=rf"^the SQLite store {path} has schema version 99, but this flowgraph supports "
-        r"only up to 1; upgrade flowgraph to use it$",
+        r"only up to 2; upgrade flowgraph to use it$",
     ):
         async with open_store(path):
             pass

@@ -4,7 +4,8 @@ Each is a frozen, validated value with a ``wrap(call, node)`` method (the
 ``Policy`` protocol of ``_core/_policy``) and the name of the node option it
 fills (``slot``), so a policy given to the wrong option is refused at declaration.
 Rate limits keep their windows in memory or, for quotas that outlive a process,
-in a state store (``_quota``); ``_clock`` says what time it is for both.
+in a state store (``_memory``, ``_stored``, both on ``_ledger``); ``_clock`` says
+what time it is.
 """
 
 from ._clock import DAY, HOUR, MINUTE, SECOND, WEEK, wall_time
