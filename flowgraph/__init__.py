@@ -37,6 +37,11 @@ from ._core import StoreError as StoreError
 from ._core import Threads as Threads
 from ._core import TransformOptions as TransformOptions
 from ._core import open_run as open_run
+from ._policies import DAY as DAY
+from ._policies import HOUR as HOUR
+from ._policies import MINUTE as MINUTE
+from ._policies import SECOND as SECOND
+from ._policies import WEEK as WEEK
 from ._policies import Limit as Limit
 from ._policies import Rate as Rate
 from ._policies import RateLimiter as RateLimiter
@@ -44,7 +49,9 @@ from ._policies import Retry as Retry
 from ._runner import open_progress as open_progress
 from ._runner import run as run
 from ._sinks import Upsert as Upsert
+from ._sources import Window as Window
 from ._sources import poll as poll
+from ._sources import windows as windows
 from ._stores import Checkpoints as Checkpoints
 from ._stores import DeadLetter as DeadLetter
 from ._stores import DeadLetters as DeadLetters
@@ -54,10 +61,11 @@ from ._stores import open_store as open_store
 
 __version__ = "0.1.0"
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_exports.py checks
     "Batch",
     "CheckpointCommitted",
     "Checkpoints",
+    "DAY",
     "DeadLetter",
     "DeadLetters",
     "Event",
@@ -68,9 +76,11 @@ __all__ = [
     "Graph",
     "GraphDefaults",
     "GraphError",
+    "HOUR",
     "ItemDeadLettered",
     "ItemFailed",
     "Limit",
+    "MINUTE",
     "Node",
     "NodeError",
     "NodeFinished",
@@ -89,17 +99,21 @@ __all__ = [
     "RunResult",
     "RunStarted",
     "RunStatistics",
+    "SECOND",
     "SourceOptions",
     "StateStore",
     "StoreError",
     "Threads",
     "TransformOptions",
     "Upsert",
+    "WEEK",
+    "Window",
     "open_progress",
     "open_run",
     "open_store",
     "poll",
     "run",
+    "windows",
 ]
 
 for _name in __all__:

@@ -217,6 +217,168 @@ async def test_paginate_checks_its_arguments() -> None:
         await collect(paginate("http://x", "/x"))  # type: ignore[arg-type]
 
 
+class SlowPages:
+    """Numbered pages of *records* that each take one second; counts requests in flight."""
+
+    def __init__(self, records: int, fail_page: int | None = None) -> None:
+        self.records = records
+        self.fail_page = fail_page
+        self.in_flight = self.peak = 0
+        self.pages: list[int] = []
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        page, size = int(request.url.params["page"]), int(request.url.params["page_size"])
+        self.pages.append(page)
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            await anyio.sleep(1)
+        finally:
+            self.in_flight -= 1
+        if page == self.fail_page:
+            return httpx.Response(404, json={"error": "gone"})
+        rows = list(range((page - 1) * size, min(page * size, self.records)))
+        return httpx.Response(200, json={"items": rows})
+
+
+@pytest.mark.flowgraph_virtual_time
+async def test_paginate_fetches_numbered_pages_concurrently_in_page_order() -> None:
+    """concurrency=4: the first page alone, then four at once; records in page order."""
+    api = SlowPages(records=53)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(api), base_url=BASE) as client:
+        records = await collect(paginate(client, "/rows", page_size=10, concurrency=4))
+    assert records == list(range(53))
+    assert api.peak == 4
+    assert anyio.current_time() == pytest.approx(3)  # page 1; pages 2-5; pages 6-9
+    assert sorted(api.pages) == list(range(1, 10))  # 7-9 were asked for: the end was unknown
+
+
+@pytest.mark.parametrize(
+    ("style", "requests"),
+    [
+        pytest.param(PageNumbers(total="total_pages"), 6, id="page"),
+        pytest.param(Offsets(total="total"), 6, id="offset"),
+    ],
+)
+async def test_paginate_fetches_exactly_the_pages_a_total_names(style: Any, requests: int) -> None:
+    """With the body's total, concurrent pages stop at the last one: no request past the end."""
+    api = FakeAPI(records=53)
+    transport = FlakyTransport(httpx.ASGITransport(app=api))
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+        pages = await collect(
+            paginate(client, "/items", style=style, page_size=10, pages=True, concurrency=4)
+        )
+    assert [len(page) for page in pages] == [10, 10, 10, 10, 10, 3]
+    assert [record for page in pages for record in page] == api.all_records()
+    assert len(transport.records) == requests
+
+
+@pytest.mark.flowgraph_virtual_time
+async def test_paginate_yields_the_pages_before_a_failed_one_then_raises() -> None:
+    """A page failing in a batch: the pages before it are yielded, then its error."""
+    api = SlowPages(records=100, fail_page=4)
+    got: list[int] = []
+    async with httpx.AsyncClient(transport=httpx.MockTransport(api), base_url=BASE) as client:
+        crawl = paginate(client, "/rows", page_size=10, concurrency=4)
+        got.extend([await anext(crawl) for _ in range(30)])
+        with pytest.raises(httpx.HTTPStatusError, match=r"^Client error '404 Not Found'"):
+            await anext(crawl)
+    assert got == list(range(30))
+    assert sorted(api.pages) == [1, 2, 3, 4, 5]  # page 5 was cancelled: page 4 failed
+
+
+async def test_paginate_concurrency_needs_pages_known_in_advance() -> None:
+    """Cursors and links cannot be fetched ahead; offsets need a page size."""
+    async with httpx.AsyncClient(base_url=BASE) as client:
+        with pytest.raises(
+            fg.GraphError,
+            match=r"^concurrency > 1 needs pages known in advance \(style='page' or 'offset'\): "
+            r"cursor and link pages are only known one after the other$",
+        ):
+            paginate(client, "/x", style="cursor", concurrency=2)
+        with pytest.raises(
+            fg.GraphError,
+            match=r"^concurrency > 1 with offsets needs page_size=, to know the next offsets$",
+        ):
+            paginate(client, "/x", style="offset", concurrency=2)
+        with pytest.raises(fg.GraphError, match=r"^concurrency must be an int >= 1 \(got 0\)$"):
+            paginate(client, "/x", concurrency=0)
+        with pytest.raises(
+            fg.GraphError,
+            match=r"^rate= of paginate spends per request, which has no item: "
+            r"Rate\(10, per=1.0, cost=len\) computes the cost of each item",
+        ):
+            paginate(client, "/x", rate=fg.Rate(10, per=1, cost=len))
+
+
+def paginated_source(
+    transport: httpx.AsyncBaseTransport, **options: Any
+) -> tuple[fg.Graph, list[Any]]:
+    graph = fg.Graph("crawl")
+    api = HTTPClient(graph, transport=transport, base_url=BASE)
+    got: list[Any] = []
+    retry = fg.Retry(attempts=6, on=is_transient)
+
+    @graph.source
+    async def records() -> Any:
+        async for record in paginate(api, "/items", page_size=5, retry=retry, **options):
+            yield record
+
+    @graph.sink
+    async def store(record: Any) -> None:
+        got.append(record)
+
+    graph.chain(records, store)
+    return graph, got
+
+
+@pytest.mark.flowgraph_virtual_time
+@pytest.mark.parametrize("concurrency", [1, 4])
+async def test_retries_inside_paginate_show_in_the_source_statistics(
+    concurrency: int, fault_seed: int
+) -> None:
+    """Regression test for #14: every retry paginate makes is counted on its node."""
+    api = FakeAPI(records=200)
+    transport = flaky(api, fault_seed)
+    graph, got = paginated_source(transport, concurrency=concurrency)
+    result = await graph.run()
+    assert got == api.all_records()
+    assert_heavily_faulted(transport)
+    # Every failed request was retried once; a batch past the end was cancelled.
+    assert 0 < result.statistics["records"].retries <= failed_requests(transport)
+    if concurrency == 1:
+        assert result.statistics["records"].retries == failed_requests(transport)
+
+
+@pytest.mark.flowgraph_virtual_time
+async def test_a_rate_given_to_paginate_and_a_node_is_one_budget() -> None:
+    """One Rate object limits the crawl and the detail requests together."""
+    api = FakeAPI(records=40)
+    transport = FlakyTransport(httpx.ASGITransport(app=api))
+    rate = fg.Rate(3, per=1.0)
+    graph = fg.Graph("crawl")
+    client = HTTPClient(graph, transport=transport, base_url=BASE)
+
+    @graph.source
+    async def ids() -> Any:
+        async for record in paginate(client, "/items", page_size=10, rate=rate):
+            yield record["id"]
+
+    detail = graph.transform(fetch(client, "/items/{}"), name="detail", rate=rate)
+
+    @graph.sink
+    async def drop(record: Any) -> None:
+        pass
+
+    graph.chain(ids, detail, drop)
+    await graph.run()
+    times = [r.time for r in transport.records]
+    assert len(times) == 5 + 40
+    assert all(
+        later - earlier >= 1.0 - 1e-9 for earlier, later in zip(times, times[3:], strict=False)
+    )
+
+
 # -- fetch ------------------------------------------------------------------------------------
 
 

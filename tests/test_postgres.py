@@ -35,7 +35,7 @@ async def test_stores_opening_together_create_the_schema_once(postgres_schema_ur
         for store in stores:
             await store.aclose()
     with psycopg.connect(postgres_schema_url) as connection:
-        assert connection.execute("SELECT version FROM flowgraph_schema").fetchall() == [(1,)]
+        assert connection.execute("SELECT version FROM flowgraph_schema").fetchall() == [(2,)]
 
 
 async def test_newer_schema_version_is_refused(postgres_schema_url: str) -> None:
@@ -47,7 +47,7 @@ async def test_newer_schema_version_is_refused(postgres_schema_url: str) -> None
     with pytest.raises(
         StoreError,
         match=r"^the PostgreSQL store has schema version 99, but this flowgraph supports "
-        r"only up to 1; upgrade flowgraph to use it$",
+        r"only up to 2; upgrade flowgraph to use it$",
     ):
         async with open_store(postgres_schema_url):
             pass

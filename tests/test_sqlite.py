@@ -30,7 +30,7 @@ async def test_file_is_created_in_wal_mode_with_schema_version(tmp_path: Path) -
         assert isinstance(store, SQLiteStore)
         assert store.path == path
     assert pragma(path, "journal_mode") == "wal"
-    assert pragma(path, "user_version") == 1
+    assert pragma(path, "user_version") == 2
 
 
 async def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
@@ -64,7 +64,7 @@ async def test_newer_schema_version_is_refused(tmp_path: Path) -> None:
     with pytest.raises(
         StoreError,
         match=rf"^the SQLite store {path} has schema version 99, but this flowgraph supports "
-        r"only up to 1; upgrade flowgraph to use it$",
+        r"only up to 2; upgrade flowgraph to use it$",
     ):
         async with open_store(path):
             pass

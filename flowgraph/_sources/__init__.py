@@ -1,5 +1,6 @@
-"""Sources beyond plain iterables: polling for what is new, with checkpointed positions."""
+"""Sources beyond plain iterables, with checkpointed positions: polling, time windows."""
 
 from ._poll import poll
+from ._windows import Window, windows
 
-__all__ = ["poll"]
+__all__ = ["Window", "poll", "windows"]

@@ -2,9 +2,9 @@
 
 It uses psycopg 3's *sync* API in worker threads, because psycopg's async API
 runs on asyncio only and flowgraph must also run on trio. Its tables
-(``flowgraph_dead_letters``, ``flowgraph_checkpoints``, ``flowgraph_schema``)
-are created on demand in the first schema of the connection's ``search_path``
-(choose one with ``?options=-csearch_path%3Dmyschema`` in the URL). Creation
+(``flowgraph_dead_letters``, ``flowgraph_checkpoints``, ``flowgraph_quotas``,
+``flowgraph_schema``) are created on demand in the first schema of the connection's
+``search_path`` (choose one with ``?options=-csearch_path%3Dmyschema`` in the URL). Creation
 runs under a transaction-scoped advisory lock, so processes starting together
 do not race, and checkpoints are upserts (``INSERT ... ON CONFLICT``), so
 processes committing together do not conflict.
@@ -54,6 +54,11 @@ _SCHEMA = (
         position TEXT NOT NULL,
         updated_at DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (graph, source)
+    )""",
+    """CREATE TABLE IF NOT EXISTS flowgraph_quotas (
+        name TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        updated_at DOUBLE PRECISION NOT NULL
     )""",
     "CREATE TABLE IF NOT EXISTS flowgraph_schema (version INTEGER NOT NULL)",
 )

@@ -27,8 +27,12 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 
-SCHEMA_VERSION = 1
-"""The version of the tables this flowgraph writes; a store refuses a newer one."""
+SCHEMA_VERSION = 2
+"""The version of the tables this flowgraph writes; a store refuses a newer one.
+
+2 added ``flowgraph_quotas``; a store of version 1 gets it when opened (tables are
+created with ``IF NOT EXISTS``, so upgrading is creating what is missing).
+"""
 _FILTER_COLUMNS = ("graph", "node", "run_id", "error_type")
 
 

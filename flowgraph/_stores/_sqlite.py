@@ -53,6 +53,11 @@ CREATE TABLE IF NOT EXISTS flowgraph_checkpoints (
     updated_at REAL NOT NULL,
     PRIMARY KEY (graph, source)
 );
+CREATE TABLE IF NOT EXISTS flowgraph_quotas (
+    name TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
 PRAGMA user_version = {int(SCHEMA_VERSION)};
 """
 

@@ -251,6 +251,9 @@ class _VirtualTimeEventLoop(asyncio.SelectorEventLoop):
     def __init__(self, clock: VirtualClock) -> None:
         self._virtual_clock = clock
         super().__init__(_AutojumpSelector(clock))
+        # asyncio runs timers due before time() + _clock_resolution. Past ~97 virtual days
+        # a float step is over the default 1e-9, so a timer due exactly now would never run.
+        self._clock_resolution = 1e-6
 
     def time(self) -> float:
         return self._virtual_clock.current_time()
