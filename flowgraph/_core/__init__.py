@@ -25,7 +25,15 @@ from ._executor import BoundCall, Executor, ExecutorSpec, register_executor
 from ._graph import Graph, Route
 from ._nodes import Node, NodeKind, Positioned
 from ._options import GraphDefaults, OnError, RunOptions, SourceOptions, TransformOptions
-from ._policy import Call, Failure, FailureHandler, NodeContext, NodeCounters, Policy
+from ._policy import (
+    Call,
+    Failure,
+    FailureHandler,
+    NodeContext,
+    NodeCounters,
+    Policy,
+    current_node,
+)
 from ._run import Run, RunResult, open_run, run_graph
 from ._stats import NodeStatistics, RunStatistics
 from ._threads import Threads
@@ -70,6 +78,7 @@ __all__ = [
     "StoreError",
     "Threads",
     "TransformOptions",
+    "current_node",
     "describe_error",
     "describe_item",
     "open_run",

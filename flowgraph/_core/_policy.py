@@ -86,6 +86,23 @@ class FailureHandler(Protocol):
     async def handle(self, failure: Failure) -> None: ...
 
 
+_CURRENT_NODE: ContextVar[NodeContext | None] = ContextVar("flowgraph_node", default=None)
+
+
+def current_node() -> NodeContext | None:
+    """The node whose worker is running the current task (``None`` elsewhere).
+
+    Helpers that run inside a node's function (``flowgraph.http.paginate``)
+    use it to count their retries on that node.
+    """
+    return _CURRENT_NODE.get()
+
+
+def enter_node(node: NodeContext) -> None:
+    """Mark the current task as a worker of *node*; the engine calls it once per worker."""
+    _CURRENT_NODE.set(node)
+
+
 _DEADLINES: ContextVar[tuple[anyio.CancelScope, ...]] = ContextVar(
     "flowgraph_deadlines", default=()
 )

@@ -31,7 +31,7 @@ from ._executor import collecting, open_executor
 from ._functions import FnKind
 from ._keys import KeyQueues, consume_by_key
 from ._nodes import Node, NodeKind
-from ._policy import Failure, FailureHandler
+from ._policy import Failure, FailureHandler, enter_node
 from ._produce import YIELD_EVERY, produce
 from ._stats import (
     LATENCY_EXACT_FIRST,
@@ -232,6 +232,7 @@ class _SkipLog:
 async def run_worker(nr: NodeRun, emit: Emit | None) -> None:
     """Run one worker of *nr*; whatever happens, mark it exited (the last one closes the
     node's output streams)."""
+    enter_node(nr)
     try:
         if nr.node.kind is NodeKind.SOURCE:
             assert emit is not None

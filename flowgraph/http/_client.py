@@ -1,31 +1,23 @@
-"""One ``httpx.AsyncClient`` per run, and the node a helper runs in.
+"""One ``httpx.AsyncClient`` per run.
 
 :class:`HTTPClient` follows its graphs' runs through their lifecycle hooks: a
-run opens the client on first use and closes it when it ends. The same hooks
-tell the helpers which node's worker they run in (:func:`current_node`), so a
-helper that retries on its own (``paginate``) counts its retries on that node.
+run opens the client on first use and closes it when it ends.
 """
 
 from __future__ import annotations
 
-from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, final
 
-import anyio
 import httpx
 
-from .._core import Graph, NodeStarted, RunFinished, RunStarted
+from .._core import Graph, RunFinished, RunStarted
 from .._core._exceptions import GraphError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
     from types import TracebackType
 
-    from .._core import Run
-    from .._core._policy import NodeCounters
-
-__all__ = ["ClientLike", "HTTPClient", "NodeView", "current_node", "resolver"]
+__all__ = ["ClientLike", "HTTPClient", "resolver"]
 
 
 @final
@@ -75,7 +67,6 @@ class HTTPClient:
         if not isinstance(graph, Graph):
             raise TypeError(f"HTTPClient attaches to a flowgraph.Graph (got {graph!r})")
         graph.on(RunStarted)(self._run_started)
-        graph.on(NodeStarted)(_node_started)
         graph.on(RunFinished)(self._run_finished)
 
     @property
@@ -110,7 +101,6 @@ class HTTPClient:
         self._users += 1
 
     async def _run_finished(self, event: RunFinished) -> None:
-        _node.set(None)
         await self._release()
 
     async def _release(self) -> None:
@@ -135,41 +125,3 @@ def resolver(client: ClientLike) -> Callable[[], httpx.AsyncClient]:
     if isinstance(client, httpx.AsyncClient):
         return lambda: client
     raise GraphError(f"expected an HTTPClient or an httpx.AsyncClient (got {client!r})")
-
-
-# -- the node a helper runs in -------------------------------------------------------------
-
-# The run and node whose NodeStarted hook ran last in this context. The engine
-# emits NodeStarted just before it starts the node's worker tasks, and a task
-# starts with a copy of its parent's context, so each worker sees its own node.
-_node: ContextVar[tuple[Run, str] | None] = ContextVar("flowgraph.http.node", default=None)
-
-
-def _node_started(event: NodeStarted) -> None:
-    _node.set((event.run, event.node))
-
-
-@dataclass(frozen=True, slots=True)
-class NodeView:
-    """A node as a policy sees it (``NodeContext``): its name and counters."""
-
-    name: str
-    counters: NodeCounters
-
-
-def current_node() -> NodeView | None:
-    """The node whose worker task is running, if a graph with an HTTPClient runs it.
-
-    ``None`` outside a node, in a task the worker started, or when no
-    HTTPClient is attached to the graph.
-    """
-    seen = _node.get()
-    if seen is None:
-        return None
-    run, name = seen
-    # Worker tasks are named after their node; the body of `open_run` is not.
-    if run.all_finished or anyio.get_current_task().name != name:
-        return None
-    # Engine internals: the run's per-node state is private to _core (see the module docstring).
-    node_run = run._nodes.get(name)
-    return None if node_run is None else NodeView(name, node_run.counters)

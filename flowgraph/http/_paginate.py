@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any, TypeAlias, final
 
 import anyio
 
+from .._core import current_node
 from .._core._exceptions import AttemptsExhausted, GraphError
 from .._policies import Rate, RateLimiter, budget_of
-from ._client import current_node, resolver
+from ._client import resolver
 from ._pages import STYLES, Cursors, NextLinks, Offsets, Page, PageNumbers, Pagination, Request
 
 if TYPE_CHECKING:
