@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import concurrent.futures
+import inspect
 import json
 import os
 import pty
@@ -1131,3 +1132,28 @@ def test_every_command_has_help(
     assert text.startswith(f"usage: flowgraph {' '.join(command)} ")
     for option in COMMAND_OPTIONS[command]:
         assert option in text
+
+
+# -- docs/cli.md's table of exit codes and messages --------------------------------------
+
+CLI_DOCS = Path(__file__).parent.parent / "docs" / "cli.md"
+
+
+def documented_exits() -> list[tuple[str, int, str]]:
+    """The rows of cli.md's table of messages: (what happens, exit code, test name)."""
+    text = CLI_DOCS.read_text().split("## Exit codes and messages", 1)[1]
+    rows = re.findall(r"^\| (.+?) \| (\d+) \| .+? \| `(test_\w+)` \|$", text, re.MULTILINE)
+    return [(what, int(code), test) for what, code, test in rows]
+
+
+def test_every_documented_exit_is_tested() -> None:
+    """Each row of cli.md's table names a test here that checks the row's exit code."""
+    rows = documented_exits()
+    assert len(rows) >= 20
+    module = sys.modules[__name__]
+    for what, code, name in rows:
+        test = getattr(module, name, None)
+        assert callable(test), f"{what}: no test {name}"
+        source = inspect.getsource(test)
+        checks = [rf"returncode == {code}\b", rf"\({code}, ", rf"== {code}\)", rf"code == {code}\b"]
+        assert any(re.search(check, source) for check in checks), f"{name} never checks exit {code}"
