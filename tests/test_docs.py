@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import importlib
 import importlib.metadata
 import importlib.util
 import inspect
@@ -101,6 +102,11 @@ def awaits(page: Path) -> bool:
             if code.co_flags & inspect.CO_COROUTINE:
                 return True
     return False
+
+
+def uses_trio(page: Path) -> bool:
+    """Whether a python block of *page* names the trio backend."""
+    return any(_is_python(example) and '"trio"' in str(example.parsed) for example in parse(page))
 
 
 def page_runs() -> Iterator[Any]:
@@ -309,7 +315,7 @@ def test_page_runs(
 
     The page's own tests, if it defines some, then pass under pytest.
     """
-    if "trio" not in BACKENDS and '"trio"' in page.read_text():
+    if "trio" not in BACKENDS and uses_trio(page):
         pytest.skip("the page runs code on trio, which is not installed")
     with running_page(page, backend, tmp_path) as run:
         if run.tests and backend in (None, BACKENDS[0]):
@@ -427,3 +433,15 @@ def test_a_skip_needs_a_reason(tmp_path: Path) -> None:
     bare = write_page(tmp_path, "<!-- skip: next -->\n~~~python\n1 / 0\n~~~\n")
     with pytest.raises(AssertionError, match=r"^page.md, line 1: 'skip: next' needs a reason"):
         run_page(bare, None, tmp_path / "work2")
+
+
+@pytest.mark.parametrize(
+    "module", ["flowgraph", "flowgraph.http", "flowgraph.testing", "flowgraph.prometheus"]
+)
+def test_api_overview_names_every_public_name(module: str) -> None:
+    """docs/api.md's overview, readable without the site, has a line for each public name."""
+    names = importlib.import_module(module).__all__
+    overview = (ROOT / "docs" / "api.md").read_text().split("## Graphs and runs")[0]
+    rows = [line for line in overview.splitlines() if line.startswith("| ")]
+    missing = [n for n in names if not any(f"`{n}`" in row for row in rows)]
+    assert missing == []
