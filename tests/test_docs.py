@@ -28,6 +28,7 @@ import importlib.util
 import inspect
 import re
 import shlex
+import subprocess
 import sys
 import textwrap
 import threading
@@ -445,3 +446,27 @@ def test_api_overview_names_every_public_name(module: str) -> None:
     rows = [line for line in overview.splitlines() if line.startswith("| ")]
     missing = [n for n in names if not any(f"`{n}`" in row for row in rows)]
     assert missing == []
+
+
+OPTIONAL = ["trio", "httpx", "rich", "psycopg", "prometheus_client", "hypothesis", "croniter"]
+
+
+def test_the_readme_runs_on_a_core_install(tmp_path: Path) -> None:
+    """With no extra installed (each optional dependency made unimportable), the README runs."""
+    code = "\n".join(
+        [
+            "import sys",
+            f"for name in {OPTIONAL!r}:",
+            "    sys.modules[name] = None",
+            f"sys.path.insert(0, {str(Path(__file__).parent)!r})",
+            "from pathlib import Path",
+            "from test_docs import ROOT, running_page",
+            "with running_page(ROOT / 'README.md', 'asyncio', Path(sys.argv[1])):",
+            f"    print('imported:', [n for n in {OPTIONAL!r} if sys.modules[n] is not None])",
+        ]
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "imported: []"
