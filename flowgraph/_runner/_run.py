@@ -12,8 +12,9 @@ daemon under a process supervisor is expected to behave:
    (``run.stop(grace=0)``).
 
 Either way the run's last checkpoint commit records how far every source got,
-so a restart resumes right after it. The signal handler is a task of the run,
-reading ``anyio.open_signal_receiver``, so it works the same on asyncio and trio.
+so a restart resumes right after it. The signal handler (``_signals.Stopper``)
+is a task of the run, reading ``anyio.open_signal_receiver``, so it works the
+same on asyncio and trio.
 """
 
 from __future__ import annotations
