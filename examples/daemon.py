@@ -84,7 +84,7 @@ async def run_for(graph: fg.Graph, state: fg.Checkpoints, seconds: float, upstre
             await anyio.to_thread.run_sync(append_events, upstream, 50)
             await anyio.sleep(0.1)
         run.stop(grace=5)
-    return run.result.stats["store"].items_in
+    return run.result.statistics["store"].items_in
 
 
 async def run_until_caught_up(graph: fg.Graph, state: fg.Checkpoints, upstream: Path) -> int:
@@ -101,7 +101,7 @@ async def run_until_caught_up(graph: fg.Graph, state: fg.Checkpoints, upstream: 
         with anyio.fail_after(30):
             await caught_up.wait()
         run.stop(grace=5)
-    return run.result.stats["store"].items_in
+    return run.result.statistics["store"].items_in
 
 
 async def main() -> None:

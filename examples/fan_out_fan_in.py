@@ -67,7 +67,7 @@ graph.connect(standard, ship)
 
 def main() -> None:
     result = fg.run(graph)
-    stats = result.stats
+    stats = result.statistics
     print(f"audited {len(audited)} orders, shipped {len(shipped)}")
     print(f"express: {stats['express'].items_out}, standard: {stats['standard'].items_out}")
     assert len(audited) == len(shipped) == stats["orders"].items_out

@@ -72,4 +72,4 @@ if __name__ == "__main__":
     faults = ", ".join(f"{kind} {n}" for kind, n in sorted(transport.fault_counts.items()))
     print(f"{len(received)} records, each exactly once, in {result.elapsed:.2f}s")
     print(f"{len(transport.records)} requests; faults injected: {faults}")
-    print(f"retries by node 'detail': {result.stats['detail'].retries}")
+    print(f"retries by node 'detail': {result.statistics['detail'].retries}")

@@ -61,7 +61,7 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         dead_letters = fg.DeadLetters(Path(tmp) / "state.db")
         result = await graph.run(dead_letters=dead_letters)
-        stats = result.stats["fetch"]
+        stats = result.statistics["fetch"]
         print(
             f"stored {len(stored)} records; {stats.retries} retries; "
             f"{stats.dead_lettered} dead-lettered"

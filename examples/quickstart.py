@@ -49,7 +49,7 @@ graph.chain(lines, fetch_length, words, count)
 
 def main() -> None:
     result = fg.run(graph)  # or: await graph.run() inside your own event loop
-    for name, stats in result.stats.items():
+    for name, stats in result.statistics.items():
         print(f"{name:>12}: in={stats.items_in:>5} out={stats.items_out:>5} errors={stats.errors}")
     print(f"counted {totals['words']} words in {result.elapsed:.2f}s")
 

@@ -64,7 +64,7 @@ def main() -> None:
         for attempt in (1, 2):
             result = fg.run(graph)
             rows = count_rows(db_path)
-            print(f"run {attempt}: {result.stats['upsert'].items_in} batches, {rows} rows")
+            print(f"run {attempt}: {result.statistics['upsert'].items_in} batches, {rows} rows")
         assert rows == 5_000
 
 

@@ -6,12 +6,15 @@ Declare a :class:`Graph` of sources, transforms and sinks, then
 
 from __future__ import annotations
 
+from ._core import Batch as Batch
 from ._core import CheckpointCommitted as CheckpointCommitted
 from ._core import Event as Event
+from ._core import Executor as Executor
 from ._core import Failure as Failure
 from ._core import FailureHandler as FailureHandler
 from ._core import FlowgraphError as FlowgraphError
 from ._core import Graph as Graph
+from ._core import GraphDefaults as GraphDefaults
 from ._core import GraphError as GraphError
 from ._core import ItemDeadLettered as ItemDeadLettered
 from ._core import ItemFailed as ItemFailed
@@ -25,10 +28,14 @@ from ._core import Policy as Policy
 from ._core import Positioned as Positioned
 from ._core import Run as Run
 from ._core import RunFinished as RunFinished
+from ._core import RunOptions as RunOptions
 from ._core import RunResult as RunResult
 from ._core import RunStarted as RunStarted
 from ._core import RunStatistics as RunStatistics
+from ._core import SourceOptions as SourceOptions
 from ._core import StoreError as StoreError
+from ._core import Threads as Threads
+from ._core import TransformOptions as TransformOptions
 from ._core import open_run as open_run
 from ._policies import Limit as Limit
 from ._policies import Rate as Rate
@@ -48,15 +55,18 @@ from ._stores import open_store as open_store
 __version__ = "0.1.0"
 
 __all__ = [
+    "Batch",
     "CheckpointCommitted",
     "Checkpoints",
     "DeadLetter",
     "DeadLetters",
     "Event",
+    "Executor",
     "Failure",
     "FailureHandler",
     "FlowgraphError",
     "Graph",
+    "GraphDefaults",
     "GraphError",
     "ItemDeadLettered",
     "ItemFailed",
@@ -75,11 +85,15 @@ __all__ = [
     "Retry",
     "Run",
     "RunFinished",
+    "RunOptions",
     "RunResult",
     "RunStarted",
     "RunStatistics",
+    "SourceOptions",
     "StateStore",
     "StoreError",
+    "Threads",
+    "TransformOptions",
     "Upsert",
     "open_progress",
     "open_run",

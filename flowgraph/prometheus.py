@@ -10,7 +10,7 @@ Metrics, labelled ``graph``, ``node`` and ``kind`` unless noted:
 * counters ``flowgraph_items_in_total``, ``flowgraph_items_out_total``,
   ``flowgraph_errors_total``, ``flowgraph_retries_total``,
   ``flowgraph_skipped_total``, ``flowgraph_dead_lettered_total``;
-* gauges ``flowgraph_in_flight`` and ``flowgraph_workers``, and for transforms
+* gauges ``flowgraph_busy``, ``flowgraph_abandoned`` and ``flowgraph_workers``, and for transforms
   and sinks ``flowgraph_queue_depth`` and ``flowgraph_queue_capacity`` of the
   input stream;
 * histogram ``flowgraph_node_latency_seconds`` (transforms and sinks) of the
@@ -86,12 +86,13 @@ _COUNTERS = (
     ("dead_lettered", "Failed items sent to the dead-letter store."),
 )
 _GAUGES = (
-    ("in_flight", "Items taken but not yet finished."),
+    ("busy", "Workers busy with an item."),
+    ("abandoned", "Calls given up on (a timeout, a stop) that still run in a thread or process."),
     ("workers", "Workers the node runs."),
     ("queue_depth", "Items waiting for one of the node's workers."),
     ("queue_capacity", "The most items that may wait for the node (its buffer)."),
 )
-_SOURCE_GAUGES = {"in_flight", "workers"}
+_SOURCE_GAUGES = {"busy", "abandoned", "workers"}
 _MIDPOINT = 2 ** (-1 / 8)  # a log bucket [b / 2**(1/4), b) has its geometric middle at b * this
 
 

@@ -305,9 +305,10 @@ async def test_sqlite_checkpoints_survive_reopening(tmp_path: Path) -> None:
     shape=st.sampled_from(["one sink", "fan-out", "route"]),
     workers=st.integers(1, 4),
     ordered=st.booleans(),
+    batched=st.booleans(),
 )
 async def test_checkpoint_never_passes_an_unfinished_item(
-    delays: list[int], shape: str, workers: int, ordered: bool
+    delays: list[int], shape: str, workers: int, ordered: bool, batched: bool
 ) -> None:
     """Whatever the completion order, every item at or below a committed position is finished.
 
@@ -338,7 +339,10 @@ async def test_checkpoint_never_passes_an_unfinished_item(
     g = fg.Graph("g")
     src = g.source(offsets(n), name="src", checkpoint=True)
     mid = g.transform(explode, workers=workers, ordered=ordered)
-    g.connect(src, mid)
+    if batched:
+        g.chain(src, g.batch(3, within=0.002), g.unbatch(), mid)
+    else:
+        g.connect(src, mid)
     a = g.sink(consume, name="a", workers=workers)
     if shape == "one sink":
         g.connect(mid, a)

@@ -562,19 +562,22 @@ def test_gnu_timeout_drains_the_run(project: Path, backend: str) -> None:
 
 
 @posix_signals
-def test_after_the_grace_period_the_cli_names_what_it_waits_for(project: Path) -> None:
-    """A sync call cannot be cancelled: once the grace period is over, the CLI says it waits for it."""
+def test_after_the_grace_period_the_cli_names_the_abandoned_call(project: Path) -> None:
+    """A sync call cannot be cancelled: the CLI names it, abandons it and exits 130 at once."""
     with running(project, "graphs:blocked", "--grace", "0.2") as (proc, readline):
         assert readline(proc.stdout) == "blocking\n"
+        signalled = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=15)
+        waited = time.monotonic() - signalled
     assert proc.returncode == 130, stderr
     assert stderr.splitlines()[-3:] == [
         "flowgraph: the grace period of 0.2s is over: cancelling the items in flight",
-        "flowgraph: waiting for calls that cannot be cancelled to return: "
-        "node 'block' (1 call in a worker thread)",
+        "flowgraph: node 'block': abandoning 1 sync call(s) still running in threads after 1s: "
+        "block(1)",
         "flowgraph: interrupted",
     ]
+    assert waited < 2.4  # the call sleeps 2.5 s: the process did not wait for it
 
 
 @posix_signals

@@ -18,7 +18,7 @@ import flowgraph as fg
 
 # Real time on purpose: the store works in threads, and a virtual clock jumps
 # to the next timer while a thread is busy. Backoffs here are milliseconds.
-FAST_RETRY = {"initial": 0.001, "cap": 0.002, "seed": 1}
+FAST_RETRY: dict[str, Any] = {"initial": 0.001, "cap": 0.002, "seed": 1}
 
 
 def pipeline(
@@ -57,7 +57,7 @@ async def test_failed_items_are_stored_with_their_error(tmp_path: Path) -> None:
     dlq = fg.DeadLetters(tmp_path / "state.db")
     result = await g.run(dead_letters=dlq)
     assert sorted(delivered) == [0, 1, 2, 4, 5, 6, 8, 9]
-    assert result.stats["flaky"].dead_lettered == 2
+    assert result.statistics["flaky"].dead_lettered == 2
     letters = await dlq.list()
     assert sorted(letter.item for letter in letters) == [3, 7]
     letter = next(x for x in letters if x.item == 3)

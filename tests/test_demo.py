@@ -54,8 +54,8 @@ async def test_every_record_arrives_exactly_once_through_faults(
     assert _demo.verify(db, items=10_000, load_id="load-1") == (10_000, 10_000)
     failed = sum(1 for r in transport.records if r.fault is not None and r.fault.is_failure)
     assert failed >= 0.2 * len(transport.records), transport.describe()
-    assert result.stats["fetch"].retries == page_retries(transport)
-    assert result.stats["store"].items_in == 100
+    assert result.statistics["fetch"].retries == page_retries(transport)
+    assert result.statistics["store"].items_in == 100
     # The client-side rate keeps every attempt within 40 per second.
     times = sorted(r.time for r in transport.records if "page=" in r.url)
     assert all(b - a >= 1.0 - 1e-9 for a, b in zip(times, times[40:], strict=False))
@@ -84,7 +84,7 @@ async def test_run_demo_reports_faults_retries_and_the_database(tmp_path: Path) 
     lines = report.describe().splitlines()
     assert lines[0].startswith(f"requests: {report.requests}, of which ")
     assert lines[2] == (
-        f"retries: {report.result.stats['fetch'].retries} by node 'fetch' (20 pages fetched)"
+        f"retries: {report.result.statistics['fetch'].retries} by node 'fetch' (20 pages fetched)"
     )
     assert lines[4] == f"database: {report.db_path} (2000 rows in table 'records')"
 

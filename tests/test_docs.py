@@ -6,10 +6,11 @@ module of its own), in a fresh working directory:
 * ```python blocks run. A block with a top-level ``await`` runs in the page's event
   loop, and a page that has such blocks runs twice: once on asyncio, once on trio.
 * A block whose first line is ``# path/to/file.ext`` (``# conftest.py``,
-  ``# crawler.py``, ``# pyproject.toml``) is a file: it is written to that path in the
-  working directory (python ones are compiled, not run), so that later blocks can
-  import it and the page's tests can use it.
-* The ``test_*`` functions a page defines are then run by pytest, in a directory
+  ``# crawler.py``, ``# pyproject.toml``) is also a file: it is written to that path
+  in the working directory (a python one runs in the page's namespace too), so
+  that later blocks can import it and the page's tests can use it.
+* A page that shows its pytest set-up (a ``# conftest.py`` or ``# pyproject.toml``
+  block) then has the ``test_*`` functions it defines run by pytest, in a directory
   holding the page's files, as they would run for a reader who pasted them.
 * ```bash and ```console blocks are not run, but each ``flowgraph ...`` command line
   in them must parse with the real argument parser, and each
@@ -87,9 +88,10 @@ def _is_python(example: Example) -> bool:
 def compile_block(example: Example) -> types.CodeType:
     """Compile a python block, top-level ``await`` allowed, with the page's line numbers."""
     source = "\n" * (example.line + example.parsed.line_offset) + str(example.parsed)
-    return compile(
+    code: types.CodeType = compile(
         source, example.path, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
     )
+    return code
 
 
 def awaits(page: Path) -> bool:
@@ -133,8 +135,7 @@ class PageRunner:
 
     def run_python(self, example: Example) -> None:
         code = compile_block(example)
-        if self.write_file(example):
-            return  # a file: imported by later blocks, or run by pytest
+        self.write_file(example)
         if code.co_flags & inspect.CO_COROUTINE:
             assert self.portal is not None
             self.portal.call(_await_block, code, example.namespace)
@@ -154,7 +155,7 @@ class PageRunner:
         return True
 
     def write_toml(self, example: Example) -> None:
-        assert self.write_file(example), "a toml block must start with '# path/to/file.toml'"
+        self.write_file(example)  # a fragment without a '# path' header is only shown
 
 
 async def _await_block(code: types.CodeType, namespace: dict[str, Any]) -> None:
@@ -288,6 +289,10 @@ class PageRun:
             raise
 
     @property
+    def shows_pytest_set_up(self) -> bool:
+        return any(path.name in ("conftest.py", "pyproject.toml") for path in self.files)
+
+    @property
     def tests(self) -> list[str]:
         return [
             name
@@ -319,7 +324,7 @@ def test_page_runs(
     if "trio" not in BACKENDS and uses_trio(page):
         pytest.skip("the page runs code on trio, which is not installed")
     with running_page(page, backend, tmp_path) as run:
-        if run.tests and backend in (None, BACKENDS[0]):
+        if run.tests and run.shows_pytest_set_up and backend in (None, BACKENDS[0]):
             run.run_tests(request.getfixturevalue("pytester"), tmp_path)
     if run.skipped:
         print(f"{page.name}: skipped", *run.skipped, sep="\n  ")

@@ -118,6 +118,6 @@ async def test_queue_depth_counts_items_not_chunks() -> None:
         nodes = run.statistics().nodes
         release.set()
     sink = nodes["store"]
-    assert (sink.queue_capacity, sink.in_flight) == (64, 1)
+    assert (sink.queue_capacity, sink.busy) == (64, 1)
     assert 64 - 4 <= sink.queue_depth <= 64
-    assert sink.queue_depth + sink.in_flight == nodes["numbers"].items_out
+    assert sink.queue_depth + sink.busy == nodes["numbers"].items_out

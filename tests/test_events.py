@@ -46,7 +46,7 @@ async def test_lifecycle_events_arrive_in_order() -> None:
         "NodeFinished:src",
     ]
     assert seen.index("NodeFinished:src") < seen.index("NodeFinished:sink")
-    assert result.stats["sink"].items_in == 5
+    assert result.statistics["sink"].items_in == 5
 
 
 async def test_node_finished_carries_final_statistics() -> None:
@@ -56,7 +56,7 @@ async def test_node_finished_carries_final_statistics() -> None:
 
     @g.on(fg.NodeFinished)
     def record(event: fg.NodeFinished) -> None:
-        finished[event.node] = event.stats
+        finished[event.node] = event.statistics
 
     await g.run()
     assert finished["check"].items_out == 5
@@ -105,7 +105,7 @@ async def test_failing_hooks_never_break_the_run(caplog: pytest.LogCaptureFixtur
 
     with caplog.at_level(logging.ERROR, logger="flowgraph.hooks"):
         result = await g.run()
-    assert result.stats["sink"].items_in == 5
+    assert result.statistics["sink"].items_in == 5
     messages = [r.getMessage() for r in caplog.records if r.name == "flowgraph.hooks"]
     assert any("failed on NodeFinished" in m for m in messages)
     assert any("failed on RunStarted" in m for m in messages)
@@ -146,7 +146,7 @@ async def test_side_work_errors_are_isolated(caplog: pytest.LogCaptureFixture) -
 
     with caplog.at_level(logging.ERROR, logger="flowgraph"):
         result = await g.run()
-    assert result.stats["sink"].items_in == 5
+    assert result.statistics["sink"].items_in == 5
     assert any("side work" in r.getMessage() for r in caplog.records)
 
 

@@ -166,7 +166,7 @@ def test_route_requires_a_sync_key_function() -> None:
         return x
 
     with pytest.raises(fg.GraphError, match=r"^route by= of 'agen' must be a plain sync function"):
-        g.route(src, by=key, to={0: t})
+        g.route(src, by=key, to={0: t})  # type: ignore[arg-type]
 
 
 def test_on_error_must_be_known() -> None:

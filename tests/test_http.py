@@ -258,7 +258,7 @@ async def test_fetch_node_gets_every_record_once_through_faults(fault_seed: int)
     assert sorted(got, key=lambda record: record["id"]) == api.all_records()
     assert_heavily_faulted(transport)
     # Every failed request was retried once, and nothing else was.
-    assert result.stats["item"].retries == failed_requests(transport)
+    assert result.statistics["item"].retries == failed_requests(transport)
     assert anyio.current_time() >= 300 / 20 - 1
 
 
@@ -272,7 +272,7 @@ async def test_fetch_node_honours_retry_after() -> None:
     graph, _, got = crawl_graph(transport, range(1, 4), retry=fg.Retry(attempts=2))
     result = await graph.run()
     assert len(got) == 3
-    assert result.stats["item"].retries == 1
+    assert result.statistics["item"].retries == 1
     assert anyio.current_time() == pytest.approx(30)
 
 

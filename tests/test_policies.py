@@ -65,7 +65,7 @@ async def test_node_rate_limit_paces_a_thousand_items_over_a_hundred_seconds() -
     )
     started = anyio.current_time()
     result = await g.run()
-    assert result.stats["fetch"].items_out == 1000
+    assert result.statistics["fetch"].items_out == 1000
     assert 98.9 <= anyio.current_time() - started <= 101
     assert max_in_any_window(calls, 1.0) == 10
 
@@ -114,7 +114,7 @@ async def test_retry_after_sets_the_wait_between_attempts() -> None:
     )
     result = await g.run()
     assert [round(b - a, 6) for a, b in itertools.pairwise(attempts)] == [30, 30]
-    assert result.stats["fetch"].retries == 2
+    assert result.statistics["fetch"].retries == 2
 
 
 async def test_backoff_waits_stay_within_the_configured_bounds() -> None:
@@ -171,7 +171,7 @@ async def test_attempt_timeout_cancels_a_hung_call_and_retries_it() -> None:
     started = anyio.current_time()
     result = await g.run()
     assert sorted(got) == list(range(5))
-    assert result.stats["sometimes_hangs"].retries == 5
+    assert result.statistics["sometimes_hangs"].retries == 5
     assert 60 <= anyio.current_time() - started < 62
 
 

@@ -85,7 +85,7 @@ async def test_scraped_counters_match_the_run() -> None:
     assert _value(samples, "flowgraph_retries_total", **check) == 4 + 5  # 10 20 30 40, and 7s
     assert _value(samples, "flowgraph_dead_lettered_total", **check) == 0
     assert _value(samples, "flowgraph_workers", **check) == 2
-    assert _value(samples, "flowgraph_in_flight", **check) == 0
+    assert _value(samples, "flowgraph_busy", **check) == 0
     assert _value(samples, "flowgraph_queue_capacity", **check) == 16
     assert _value(samples, "flowgraph_queue_depth", **check) == 0
     source = {"graph": "numbers", "node": "numbers", "kind": "source"}
@@ -150,7 +150,7 @@ async def test_scrape_during_a_run_reads_live_numbers() -> None:
         release.set()
         await run.wait_finished()
     labels = {"graph": "held", "node": "store", "kind": "sink"}
-    assert _value(samples, "flowgraph_in_flight", **labels) == 1
+    assert _value(samples, "flowgraph_busy", **labels) == 1
     assert _value(samples, "flowgraph_queue_depth", **labels) == 4
     assert _value(samples, "flowgraph_queue_capacity", **labels) == 4
     assert _value(samples, "flowgraph_items_out_total", **labels) == 0
@@ -278,7 +278,7 @@ async def test_serve_metrics_hook_serves_each_run(caplog: pytest.LogCaptureFixtu
         address = (match[1], int(match[2]))
         samples = _samples(await _scrape(address))
         release.set()
-    assert _value(samples, "flowgraph_in_flight", graph="hooked", node="store", kind="sink") == 1
+    assert _value(samples, "flowgraph_busy", graph="hooked", node="store", kind="sink") == 1
     with pytest.raises(httpx.ConnectError):
         await _scrape(address)
 

@@ -78,7 +78,7 @@ def test_run_with_progress_returns_the_result(
     """``run(graph, progress=True)`` runs to the end and shows the final lines on stderr."""
     result = run(counting_graph(), backend=backend, progress=True)
     assert (result.graph, result.stopped) == ("count", False)
-    assert result.stats["drop"].items_in == 30
+    assert result.statistics["drop"].items_in == 30
     err = capsys.readouterr().err
     assert "count: numbers: in=0 out=30 " in err
     assert err.splitlines()[-1].startswith("count: drop: in=30 out=30 errors=0 ")
@@ -104,9 +104,9 @@ def test_signal_stops_the_run_gracefully(backend: str) -> None:
         False,
         True,
     )
-    stats = outcome.result.stats
+    stats = outcome.result.statistics
     assert stats["sink"].items_in == stats["forever"].items_out > 5
-    assert stats["sink"].in_flight == 0
+    assert stats["sink"].busy == 0
 
 
 @posix_only
@@ -120,7 +120,7 @@ def test_second_signal_cancels_at_once(backend: str) -> None:
         True,
     )
     assert outcome.result.elapsed < 10
-    assert outcome.result.stats["sink"].in_flight == 1
+    assert outcome.result.statistics["sink"].busy == 1
 
 
 @posix_only
@@ -174,7 +174,7 @@ async def test_run_inside_a_running_loop_points_to_await(
         r"thread: in async code, use 'await graph\.run\(\)' or 'async with fg\.open_run\(graph\)'$",
     ):
         fg.run(graph)
-    assert (await graph.run()).stats["drop"].items_in == 30
+    assert (await graph.run()).statistics["drop"].items_in == 30
 
 
 @posix_only
@@ -191,7 +191,7 @@ def test_signals_held_before_the_run_stop_it_at_once(backend: str) -> None:
         False,
         True,
     )
-    assert outcome.result.stats["forever"].items_out <= 1
+    assert outcome.result.statistics["forever"].items_out <= 1
 
 
 @posix_only
@@ -301,8 +301,8 @@ def test_state_resumes_after_the_last_commit(tmp_path: Path) -> None:
     """A second run on the same ``state=`` starts its checkpointed source after the first's end."""
     resumed: list[Any] = []
     url = f"sqlite:///{tmp_path / 'state.db'}"
-    assert run(checkpointed_graph(5, resumed), state=url).stats["drop"].items_in == 5
-    assert run(checkpointed_graph(8, resumed), state=url).stats["drop"].items_in == 3
+    assert run(checkpointed_graph(5, resumed), state=url).statistics["drop"].items_in == 5
+    assert run(checkpointed_graph(8, resumed), state=url).statistics["drop"].items_in == 3
     assert resumed == [None, 4]
 
 

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 import flowgraph as fg
-from flowgraph._core._stats import Latency
+from flowgraph._core._stats import LatencyHistogram as Latency
 
 
 def test_latency_percentiles_are_within_a_bucket() -> None:
@@ -51,7 +51,7 @@ async def test_node_latency_is_measured() -> None:
 
     g = fg.Graph("g")
     g.chain(g.source(range(16), name="src"), g.transform(slow, workers=16), g.sink(sink))
-    stats = (await g.run()).stats["slow"]
+    stats = (await g.run()).statistics["slow"]
     assert stats.latency_p50 is not None
     assert 0.008 < stats.latency_p50 < 0.05
     assert stats.latency_p99 is not None
@@ -67,18 +67,18 @@ async def test_statistics_export_as_json() -> None:
     g = fg.Graph("g")
     g.chain(g.source(range(10), name="src"), g.sink(sink))
     result = await g.run()
-    data = json.loads(json.dumps(result.stats.as_dict()))
+    data = json.loads(json.dumps(result.statistics.as_dict()))
     assert data["graph"] == "g"
     assert data["nodes"]["sink"]["items_in"] == 10
     assert data["nodes"]["sink"]["finished"] is True
-    assert result.stats.throughput > 0
+    assert result.statistics.throughput > 0
 
 
 def test_describe_is_one_concise_line() -> None:
     """A node's log line shows counts, queue fill, busy workers and latency."""
     stats = fg.NodeStatistics(
         name="fetch", kind="transform", items_in=10, items_out=9, errors=1, retries=3,
-        skipped=1, dead_lettered=0, in_flight=2, queue_depth=4, queue_capacity=16, workers=8,
+        skipped=1, dead_lettered=0, busy=2, queue_depth=4, queue_capacity=16, workers=8,
         elapsed=2.0, finished=False, latency_p50=0.012, latency_p90=0.02, latency_p99=0.05,
     )  # fmt: skip
     assert stats.describe() == (

@@ -139,7 +139,7 @@ async def test_one_bad_item_fails_alone_in_a_group_commit(database_url: str) -> 
     result = await store_graph(
         items, fg.Upsert(database_url, "checked"), workers=8, on_error="skip"
     ).run()
-    assert result.stats["upsert_checked"].skipped == 4
+    assert result.statistics["upsert_checked"].skipped == 4
     assert query(database_url, "SELECT count(*) FROM checked") == [(36,)]
 
 

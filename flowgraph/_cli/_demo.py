@@ -123,7 +123,7 @@ class DemoReport:
         failed = sum(n for kind, n in self.faults.items() if kind not in ("latency", "slow_stream"))
         kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(self.faults.items()))
         share = failed / self.requests if self.requests else 0.0
-        fetch_stats = self.result.stats["fetch"]
+        fetch_stats = self.result.statistics["fetch"]
         return "\n".join(
             [
                 f"requests: {self.requests}, of which {failed} failed by injected faults "

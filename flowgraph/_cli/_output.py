@@ -50,7 +50,7 @@ def format_summary(result: RunResult) -> str:
             str(s.dead_lettered),
             f"{s.elapsed:.2f}s",
         )
-        for s in result.stats.values()
+        for s in result.statistics.values()
     ]
     state = run_state(finished=True, stopping=result.stopped)
     how = "after" if result.stopped else "in"
@@ -60,7 +60,7 @@ def format_summary(result: RunResult) -> str:
 
 def dead_letter_hint(result: RunResult, store: str) -> str | None:
     """The command that lists the dead letters *result*'s run left in *store*, if any."""
-    dead = sum(s.dead_lettered for s in result.stats.values())
+    dead = sum(s.dead_lettered for s in result.statistics.values())
     if not dead:
         return None
     command = shlex.join(["flowgraph", "dlq", "list", "--store", store, "--run", result.run_id])

@@ -222,7 +222,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(format_summary(report.result))
     print(report.describe())
     print(
-        f"wrote {report.records} records in {report.result.stats['store'].items_in} pages to "
+        f"wrote {report.records} records in {report.result.statistics['store'].items_in} pages to "
         f"{report.db_path} ({report.rows_in_db} rows in the table)\n"
         "verified: every record is in the table exactly once"
     )

@@ -1,6 +1,7 @@
 """The engine: graphs, nodes, edges and runs. Imports anyio and the standard library only."""
 
 from ._acks import CheckpointStore
+from ._batch import Batch
 from ._events import (
     CheckpointCommitted,
     Event,
@@ -20,22 +21,30 @@ from ._exceptions import (
     describe_error,
     describe_item,
 )
+from ._executor import BoundCall, Executor, ExecutorSpec, register_executor
 from ._graph import Graph, Route
-from ._nodes import Node, NodeKind, OnError, Positioned
+from ._nodes import Node, NodeKind, Positioned
+from ._options import GraphDefaults, OnError, RunOptions, SourceOptions, TransformOptions
 from ._policy import Call, Failure, FailureHandler, NodeContext, NodeCounters, Policy
 from ._run import Run, RunResult, open_run, run_graph
 from ._stats import NodeStatistics, RunStatistics
+from ._threads import Threads
 
 __all__ = [
     "AttemptsExhausted",
+    "Batch",
+    "BoundCall",
     "Call",
     "CheckpointCommitted",
     "CheckpointStore",
     "Event",
+    "Executor",
+    "ExecutorSpec",
     "Failure",
     "FailureHandler",
     "FlowgraphError",
     "Graph",
+    "GraphDefaults",
     "GraphError",
     "ItemDeadLettered",
     "ItemFailed",
@@ -53,12 +62,17 @@ __all__ = [
     "Route",
     "Run",
     "RunFinished",
+    "RunOptions",
     "RunResult",
     "RunStarted",
     "RunStatistics",
+    "SourceOptions",
     "StoreError",
+    "Threads",
+    "TransformOptions",
     "describe_error",
     "describe_item",
     "open_run",
+    "register_executor",
     "run_graph",
 ]

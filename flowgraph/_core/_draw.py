@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._nodes import DEFAULT_BUFFER, DEFAULT_MAX_IN_FLIGHT, NodeKind
+from ._nodes import NodeKind
+from ._options import DEFAULT_BUFFER, DEFAULT_MAX_IN_FLIGHT
 
 if TYPE_CHECKING:
     from collections.abc import Hashable, Iterator

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar
@@ -60,7 +61,15 @@ class NodeFinished:
 
     run: Run
     node: str
-    stats: NodeStatistics
+    statistics: NodeStatistics
+
+    @property
+    def stats(self) -> NodeStatistics:
+        """Deprecated name of :attr:`statistics`."""
+        warnings.warn(
+            "NodeFinished.stats is now NodeFinished.statistics", DeprecationWarning, stacklevel=2
+        )
+        return self.statistics
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,3 +104,17 @@ class AttemptsExhausted(Exception):
         super().__init__(error, attempts)
         self.error = error
         self.attempts = attempts
+
+
+class PartialOutputError(Exception):
+    """A generator node failed after sending *sent* outputs of its item.
+
+    Retries pass it through, since running the generator again would send those
+    outputs twice (unless the node is ``idempotent=True``); the worker hands the
+    original ``error`` to the node's ``on_error``.
+    """
+
+    def __init__(self, error: Exception, sent: int) -> None:
+        super().__init__(error, sent)
+        self.error = error
+        self.sent = sent

@@ -10,32 +10,44 @@ dangling nodes when the graph is validated (which every run does first).
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterable, Callable, Hashable, Iterable, Mapping
+from collections.abc import AsyncIterable, Callable, Hashable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, Unpack, overload
 
+from ._batch import Batch
 from ._events import E, Event, Hook, HookTable, add_hook
 from ._exceptions import GraphError
-from ._nodes import (
-    DEFAULT_BUFFER,
-    DEFAULT_MAX_IN_FLIGHT,
-    Collection,
-    FnKind,
-    Node,
-    NodeKind,
-    OnError,
-    fn_kind,
+from ._functions import FnKind, fn_kind
+from ._nodes import Collection, Node, NodeKind
+from ._options import (
+    GRAPH_DEFAULTS,
+    SOURCE_OPTIONS,
+    TRANSFORM_OPTIONS,
+    GraphDefaults,
+    SourceOptions,
+    TransformOptions,
+    check_names,
+    check_option,
 )
 
 if TYPE_CHECKING:
     from datetime import timedelta
 
-    from ._policy import Policy
+    from ._options import RunOptions
     from ._run import RunResult
 
 P = ParamSpec("P")
 R = TypeVar("R")
 NodeRef = Node[..., Any] | str
+
+
+def _pass_batch(items: list[Any]) -> list[Any]:
+    return items
+
+
+def _unbatch(items: Iterable[Any]) -> Iterator[Any]:
+    yield from items
 
 
 def _unique(base: str, taken: Mapping[str, object]) -> str:
@@ -60,17 +72,29 @@ class Graph:
 
     Args:
         name: names the graph in errors, statistics and checkpoint stores.
+        **defaults: options for every node that does not set them itself
+            (``buffer=100``, ``workers=4``, ``retry=fg.Retry()``...); see
+            :class:`~flowgraph.GraphDefaults`.
+
+    Raises:
+        GraphError: if the name is empty, or a default is unknown or invalid.
     """
 
-    def __init__(self, name: str = "graph") -> None:
+    def __init__(self, name: str = "graph", **defaults: Unpack[GraphDefaults]) -> None:
         if not isinstance(name, str) or not name:
             raise GraphError(f"graph name must be a non-empty string (got {name!r})")
+        label = f"graph {name!r}"
+        check_names(f"{label} has no default", defaults, GRAPH_DEFAULTS)
+        for option, value in defaults.items():
+            check_option(label, option, value)
         self.name = name
+        self.defaults: Mapping[str, Any] = dict(defaults)
         self._nodes: dict[str, Node[..., Any]] = {}
         self._downstream: dict[str, list[str]] = {}
         self._upstream: dict[str, list[str]] = {}
         self._routes: dict[str, Route] = {}
         self._hooks: HookTable = {}
+        self._runs = 0
 
     def __repr__(self) -> str:
         return f"<Graph {self.name!r}: {len(self._nodes)} nodes>"
@@ -78,116 +102,77 @@ class Graph:
     # -- declaring nodes -------------------------------------------------------------
 
     @overload
-    def source(
-        self,
-        fn: Callable[P, R],
-        /,
-        *,
-        name: str | None = None,
-        checkpoint: bool = False,
-        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-    ) -> Node[P, R]: ...
-    @overload
-    def source(self, fn: Iterable[Any] | AsyncIterable[Any], /, *, name: str) -> Node[[], Any]: ...
+    def source(self, fn: Callable[P, R], /, **options: Unpack[SourceOptions]) -> Node[P, R]: ...
     @overload
     def source(
-        self,
-        fn: None = None,
-        /,
-        *,
-        name: str | None = None,
-        checkpoint: bool = False,
-        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        self, fn: Iterable[Any] | AsyncIterable[Any], /, **options: Unpack[SourceOptions]
+    ) -> Node[[], Any]: ...
+    @overload
+    def source(
+        self, fn: None = None, /, **options: Unpack[SourceOptions]
     ) -> Callable[[Callable[P, R]], Node[P, R]]: ...
-    def source(
-        self,
-        fn: Any = None,
-        /,
-        *,
-        name: str | None = None,
-        checkpoint: bool = False,
-        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-    ) -> Any:
+    def source(self, fn: Any = None, /, **options: Unpack[SourceOptions]) -> Any:
         """Declare a source: a node that produces items and has no upstream.
 
         *fn* is an async or sync generator function, a function (async or sync)
         returning an iterable or async iterable, or an iterable given directly
-        (then *name* is required). Sync iterators are read in a worker thread;
+        (then ``name=`` is required). Sync iterators are read in a worker thread;
         lists, ranges and other re-iterable collections are read on the event loop.
         Works as ``@graph.source``, ``@graph.source(name=...)`` or a plain call.
 
         A ``checkpoint=True`` source is called with the position to resume after
         (``None`` the first time) and yields ``fg.Positioned(item, position)``;
         a run with a checkpoint store records, per source, the position up to
-        which every item has been fully processed. At most *max_in_flight* of its
+        which every item has been fully processed. At most ``max_in_flight`` of its
         items are unacknowledged at once: the bound on duplicates after a crash.
+
+        Policies work on sources as on transforms: ``rate=`` and ``timeout=``
+        apply to taking each next item, ``retry=`` runs a failed source again (a
+        checkpointed one resumes after the last item it emitted; another one that
+        had emitted items is not run again unless ``idempotent=True``), and
+        ``on_error="skip"`` or ``"dead_letter"`` ends a source that gives up while
+        the graph drains what it emitted, counting the error.
+
+        Keyword Args:
+            name (str): node name, unique in the graph (default: the function's name).
+            checkpoint (bool): hand the source its resume position; track its items.
+            max_in_flight (int): most unacknowledged items of a checkpointed source.
+            retry, rate, timeout, on_error, idempotent: as for :meth:`transform`.
+
+        Raises:
+            GraphError: if an option is unknown or invalid, or the name is taken.
         """
         if fn is None:
-            return lambda f: self.source(
-                f, name=name, checkpoint=checkpoint, max_in_flight=max_in_flight
-            )
+            return lambda f: self.source(f, **options)
         if not callable(fn):
             if not isinstance(fn, Iterable | AsyncIterable):
                 raise GraphError(
                     f"a source must be a function or an iterable (got {type(fn).__name__})"
                 )
-            if name is None:
+            if "name" not in options:
                 raise GraphError("a source given as an iterable needs name=")
             fn = Collection(fn)
-        node = Node(
-            fn,
-            graph=self,
-            kind=NodeKind.SOURCE,
-            name=name,
-            checkpoint=checkpoint,
-            max_in_flight=max_in_flight,
-        )
-        return self._add(node)
+        return self._declare(NodeKind.SOURCE, fn, dict(options))
 
     @overload
     def transform(
-        self,
-        fn: Callable[P, R],
-        /,
-        *,
-        name: str | None = ...,
-        workers: int = ...,
-        buffer: int = ...,
-        ordered: bool = ...,
-        inline: bool = ...,
-        retry: Policy | None = ...,
-        rate: Policy | None = ...,
-        limit: Policy | None = ...,
-        timeout: float | timedelta | None = ...,
-        on_error: OnError = ...,
+        self, fn: Callable[P, R], /, **options: Unpack[TransformOptions]
     ) -> Node[P, R]: ...
     @overload
     def transform(
-        self,
-        fn: None = None,
-        /,
-        *,
-        name: str | None = ...,
-        workers: int = ...,
-        buffer: int = ...,
-        ordered: bool = ...,
-        inline: bool = ...,
-        retry: Policy | None = ...,
-        rate: Policy | None = ...,
-        limit: Policy | None = ...,
-        timeout: float | timedelta | None = ...,
-        on_error: OnError = ...,
+        self, fn: None = None, /, **options: Unpack[TransformOptions]
     ) -> Callable[[Callable[P, R]], Node[P, R]]: ...
-    def transform(self, fn: Any = None, /, **options: Any) -> Any:
+    def transform(self, fn: Any = None, /, **options: Unpack[TransformOptions]) -> Any:
         """Declare a transform: each input item becomes zero, one or many output items.
 
         An async or sync function returns one output item per input; a generator
         function (async or sync) yields any number. Sync functions run in worker
         threads, at most *workers* at once, unless ``inline=True`` says they are
-        quick enough to run on the event loop.
+        quick enough to run on the event loop. Options the node does not set come
+        from the graph's defaults (``fg.Graph("g", workers=4)``).
 
         Keyword Args:
-            name (str | None): node name, unique in the graph (default: the function's name).
+            name (str): node name, unique in the graph (default: the function's name).
             workers (int): how many items the node processes concurrently.
             buffer (int): how many items may wait in the node's input stream; a full
                 buffer pushes back on the upstream nodes. ``0`` hands items over one
@@ -195,69 +180,96 @@ class Graph:
             ordered (bool): emit outputs in input order even with several workers.
             inline (bool): run a sync function on the event loop instead of in a thread.
             retry (Policy | None): a retry policy such as ``fg.Retry(attempts=5)``.
-            rate (Policy | None): a rate limit such as ``fg.Rate(10, per=1.0)``, possibly shared.
+            rate (Policy | None): a rate limit such as ``fg.Rate(10, per=1.0)``; one
+                budget for every node given the same object.
             limit (Policy | None): a concurrency limit shared with other nodes, ``fg.Limit(4)``.
             timeout (float | timedelta | None): seconds one item may take, all attempts included.
             on_error (str): what to do with an item that still fails: ``"raise"`` fails
                 the run, ``"skip"`` counts and drops it, ``"dead_letter"`` stores it.
 
         Raises:
-            GraphError: if an option is invalid or the name is taken.
+            GraphError: if an option is unknown or invalid, or the name is taken.
         """
-        return self._declare(NodeKind.TRANSFORM, fn, options)
+        return self._declare(NodeKind.TRANSFORM, fn, dict(options))
 
     @overload
-    def sink(
-        self,
-        fn: Callable[P, R],
-        /,
-        *,
-        name: str | None = ...,
-        workers: int = ...,
-        buffer: int = ...,
-        ordered: bool = ...,
-        inline: bool = ...,
-        retry: Policy | None = ...,
-        rate: Policy | None = ...,
-        limit: Policy | None = ...,
-        timeout: float | timedelta | None = ...,
-        on_error: OnError = ...,
-    ) -> Node[P, R]: ...
+    def sink(self, fn: Callable[P, R], /, **options: Unpack[TransformOptions]) -> Node[P, R]: ...
     @overload
     def sink(
-        self,
-        fn: None = None,
-        /,
-        *,
-        name: str | None = ...,
-        workers: int = ...,
-        buffer: int = ...,
-        ordered: bool = ...,
-        inline: bool = ...,
-        retry: Policy | None = ...,
-        rate: Policy | None = ...,
-        limit: Policy | None = ...,
-        timeout: float | timedelta | None = ...,
-        on_error: OnError = ...,
+        self, fn: None = None, /, **options: Unpack[TransformOptions]
     ) -> Callable[[Callable[P, R]], Node[P, R]]: ...
-    def sink(self, fn: Any = None, /, **options: Any) -> Any:
+    def sink(self, fn: Any = None, /, **options: Unpack[TransformOptions]) -> Any:
         """Declare a sink: a node that consumes items and has no downstream.
 
         Takes the same options as :meth:`transform`; the function's return value
         is ignored. A run finishes when every sink has drained its input.
         """
-        return self._declare(NodeKind.SINK, fn, options)
+        return self._declare(NodeKind.SINK, fn, dict(options))
+
+    def batch(
+        self,
+        size: int | None = None,
+        *,
+        within: float | timedelta | None = None,
+        name: str | None = None,
+    ) -> Node[[list[Any]], list[Any]]:
+        """Declare a node that groups its input items into lists: ``graph.batch(1000, within=0.5)``.
+
+        A list is handed on when it holds *size* items, *within* seconds after
+        its first item, or at the end of input (a graceful stop included), so
+        the tail is never lost; see :class:`~flowgraph.Batch`. Its items are
+        acknowledged once the list, and everything made from it, is finished.
+        To batch the input of a function that takes a list, give it ``batch=``.
+
+        Raises:
+            GraphError: if neither *size* nor *within* is given, or one is out of range.
+        """
+        node: Node[[list[Any]], list[Any]] = self.transform(
+            _pass_batch,
+            name=name if name is not None else _unique("batch", self._nodes),
+            batch=Batch(size, within=within),
+            executor="loop",
+        )
+        return node
+
+    def unbatch(self, *, name: str | None = None) -> Node[[Iterable[Any]], Iterator[Any]]:
+        """Declare a node that emits each item of every list it receives, one by one."""
+        node: Node[[Iterable[Any]], Iterator[Any]] = self.transform(
+            _unbatch,
+            name=name if name is not None else _unique("unbatch", self._nodes),
+            executor="loop",
+        )
+        return node
 
     def _declare(self, kind: NodeKind, fn: Any, options: dict[str, Any]) -> Any:
         if fn is None:
             return lambda f: self._declare(kind, f, options)
         if not callable(fn):
             raise GraphError(f"a {kind.value} must be a function (got {type(fn).__name__})")
-        if "buffer" not in options:
-            options["buffer"] = DEFAULT_BUFFER
-        return self._add(Node(fn, graph=self, kind=kind, **options))
+        takes = SOURCE_OPTIONS if kind is NodeKind.SOURCE else TRANSFORM_OPTIONS
+        if fn_kind(fn).is_async:
+            takes -= {"executor", "inline"}  # a default for sync functions only
+        defaults = {k: v for k, v in self.defaults.items() if k in takes}
+        return self._add(Node(fn, graph=self, kind=kind, **{**defaults, **options}))
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Mark the graph as running for the block: changing it meanwhile is refused."""
+        self._runs += 1
+        try:
+            yield
+        finally:
+            self._runs -= 1
+
+    def _check_not_running(self) -> None:
+        if self._runs:
+            raise GraphError(
+                f"graph {self.name!r} is running: declare its nodes, edges and hooks before "
+                "it runs, or build another graph"
+            )
 
     def _add(self, node: Node[P, R]) -> Node[P, R]:
+        self._check_not_running()
         if node.name in self._nodes:
             raise GraphError(
                 f"graph {self.name!r} already has a node named {node.name!r}; "
@@ -334,6 +346,7 @@ class Graph:
         )
 
     def _add_edge(self, up: Node[..., Any], down: Node[..., Any]) -> None:
+        self._check_not_running()
         if up.kind is NodeKind.SINK:
             raise GraphError(f"sink {up.name!r} cannot have downstream {down.name!r}")
         if down.kind is NodeKind.SOURCE:
@@ -478,6 +491,7 @@ class Graph:
         """
 
         def register(hook: Hook[E]) -> Hook[E]:
+            self._check_not_running()
             add_hook(self._hooks, event_type, hook)
             return hook
 
@@ -488,8 +502,11 @@ class Graph:
         """The registered hooks by event type."""
         return {kind: list(fns) for kind, fns in self._hooks.items()}
 
-    async def run(self, **options: Any) -> RunResult:
-        """Run the graph in the current event loop; see :func:`flowgraph.run`."""
+    async def run(self, **options: Unpack[RunOptions]) -> RunResult:
+        """Run the graph to completion in the current event loop and return its result.
+
+        Takes the options of :func:`~flowgraph.open_run` (:class:`~flowgraph.RunOptions`).
+        """
         from ._run import run_graph
 
         return await run_graph(self, **options)

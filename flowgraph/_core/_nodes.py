@@ -1,9 +1,8 @@
-"""Node kinds, their options, and the adapters that turn any user function into one call shape.
+"""Nodes: one user function with its kind, calling convention and options.
 
-A node wraps one user function. Whatever its flavour (async or sync, plain or
-generator), the engine sees the same thing at run time: ``await call(item)``
-returning the node's output, plus a flag saying whether that output is one item
-or an iterable of items to emit one by one.
+A node is declared once and inert: it holds what the function is (async or
+sync, plain or generator, found once here) and the options in effect, checked
+when it is declared. How the engine calls it is ``_calls``'s job.
 """
 
 from __future__ import annotations
@@ -15,23 +14,27 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, final
 
 from ._exceptions import GraphError, describe_item
-from ._policy import FailureHandler, Policy, Timeout
-from ._validate import to_seconds
+from ._executor import as_executor
+from ._functions import fn_kind
+from ._options import (
+    DEFAULTS,
+    SOURCE_OPTIONS,
+    TRANSFORM_OPTIONS,
+    OnError,
+    check_names,
+    check_option,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterable, Callable, Iterable
-    from datetime import timedelta
+    from collections.abc import AsyncIterable, Callable, Hashable, Iterable
 
+    from ._batch import Batch
+    from ._executor import ExecutorSpec
     from ._graph import Graph
+    from ._policy import Policy, Timeout
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-OnError = Literal["raise", "skip", "dead_letter"] | FailureHandler
-"""What a node does with an item whose function still fails after its policies gave up."""
-
-DEFAULT_BUFFER = 16
-DEFAULT_MAX_IN_FLIGHT = 1000
 
 
 class NodeKind(enum.Enum):
@@ -45,41 +48,14 @@ class NodeKind(enum.Enum):
     SINK = "sink"
 
 
-class FnKind(enum.Enum):
-    """The calling convention of a user function, found once at declaration."""
-
-    #: ``async def f(x)``: awaited; its return value is one output.
-    ASYNC = "async"
-    #: ``async def f(x): yield ...``: each yielded value is an output.
-    ASYNC_GEN = "async generator"
-    #: ``def f(x)``: run in a worker thread (or inline); its return value is one output.
-    SYNC = "sync"
-    #: ``def f(x): yield ...``: run in a worker thread; each yielded value is an output.
-    SYNC_GEN = "sync generator"
-
-    @property
-    def is_async(self) -> bool:
-        return self in (FnKind.ASYNC, FnKind.ASYNC_GEN)
-
-
-def fn_kind(fn: Callable[..., Any]) -> FnKind:
-    """Classify *fn*, looking through ``functools.partial`` and callable objects."""
-    target: Any = fn
-    while isinstance(target, functools.partial):
-        target = target.func
-    if not inspect.isroutine(target) and not inspect.isclass(target) and callable(target):
-        target = type(target).__call__
-    if inspect.isasyncgenfunction(target):
-        return FnKind.ASYNC_GEN
-    if inspect.iscoroutinefunction(target):
-        return FnKind.ASYNC
-    if inspect.isgeneratorfunction(target):
-        return FnKind.SYNC_GEN
-    return FnKind.SYNC
-
-
 def fn_name(fn: object) -> str:
+    """The default node name: the function's ``__name__``, through ``functools.partial``,
+    or the class name of a callable object."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
     name = getattr(fn, "__name__", None)
+    if name is None and callable(fn) and not inspect.isroutine(fn):
+        name = type(fn).__name__
     if isinstance(name, str) and name.isidentifier():
         return name
     raise GraphError(f"cannot name the node for {fn!r}: pass name=")
@@ -106,27 +82,49 @@ class Node(Generic[P, R]):
 
     Created by :meth:`Graph.source`, :meth:`Graph.transform` and :meth:`Graph.sink`;
     calling the node calls the wrapped function unchanged, so decorated functions
-    stay usable (and testable) on their own.
+    stay usable (and testable) on their own. ``options`` holds every option in
+    effect (the node's own, else its graph's defaults, else flowgraph's).
     """
 
     __slots__ = (
+        "batch",
         "buffer",
         "checkpoint",
+        "executor",
         "fn",
         "fn_kind",
         "graph",
+        "idempotent",
         "inline",
+        "key",
         "kind",
         "limit",
         "max_in_flight",
         "name",
         "on_error",
+        "options",
         "ordered",
         "rate",
         "retry",
         "timeout",
         "workers",
     )
+
+    batch: Batch | None
+    buffer: int
+    checkpoint: bool
+    executor: ExecutorSpec | None
+    idempotent: bool
+    inline: bool
+    key: Callable[[Any], Hashable] | None
+    limit: Policy | None
+    max_in_flight: int
+    on_error: OnError
+    ordered: bool | Literal["key"]
+    rate: Policy | None
+    retry: Policy | None
+    timeout: Timeout | None
+    workers: int
 
     def __init__(
         self,
@@ -135,54 +133,23 @@ class Node(Generic[P, R]):
         graph: Graph,
         kind: NodeKind,
         name: str | None = None,
-        workers: int = 1,
-        buffer: int = DEFAULT_BUFFER,
-        ordered: bool = False,
-        inline: bool = False,
-        retry: Policy | None = None,
-        rate: Policy | None = None,
-        limit: Policy | None = None,
-        timeout: float | timedelta | None = None,
-        on_error: OnError = "raise",
-        checkpoint: bool = False,
-        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        **options: Any,
     ) -> None:
         self.fn = fn
         self.graph = graph
         self.kind = kind
         self.name = name if name is not None else fn_name(fn)
         self.fn_kind = fn_kind(fn)
-        self.workers = workers
-        self.buffer = buffer
-        self.ordered = ordered
-        self.inline = inline
-        self.retry = retry
-        self.rate = rate
-        self.limit = limit
-        self.timeout = (
-            None
-            if timeout is None
-            else Timeout(to_seconds(f"timeout of {kind.value} {self.name!r}", timeout))
-        )
-        self.on_error = on_error
-        self.checkpoint = checkpoint
-        self.max_in_flight = max_in_flight
-        self._validate()
+        label = f"{kind.value} {self.name!r}"
+        known = SOURCE_OPTIONS if kind is NodeKind.SOURCE else TRANSFORM_OPTIONS
+        check_names(f"{label} has no option", options, known - {"name"})
+        self.options = {k: options.get(k, DEFAULTS[k]) for k in known if k != "name"}
+        for option in DEFAULTS:
+            value = self.options.get(option, DEFAULTS[option])
+            setattr(self, option, check_option(label, option, value))
+        self._check_function(label)
 
-    def _validate(self) -> None:
-        label = f"{self.kind.value} {self.name!r}"
-        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
-            raise GraphError(f"workers of {label} must be an int >= 1 (got {self.workers!r})")
-        if isinstance(self.buffer, bool) or not isinstance(self.buffer, int) or self.buffer < 0:
-            raise GraphError(f"buffer of {label} must be an int >= 0 (got {self.buffer!r})")
-        if (
-            isinstance(self.max_in_flight, bool)
-            or not isinstance(self.max_in_flight, int)
-            or self.max_in_flight < 1
-        ):
-            raise GraphError(
-                f"max_in_flight of {label} must be an int >= 1 (got {self.max_in_flight!r})"
-            )
+    def _check_function(self, label: str) -> None:
         if self.checkpoint and not _accepts(self.fn, None):
             raise GraphError(
                 f"checkpointed {label} must accept one argument, the position to resume "
@@ -198,45 +165,40 @@ class Node(Generic[P, R]):
                 f"inline=True runs a sync function on the event loop, but {label} is an "
                 f"{self.fn_kind.value} function; drop inline=True"
             )
-        for option in ("retry", "rate", "limit"):
-            check_slot(f"{option}= of {label}", option, getattr(self, option))
-        if self.on_error not in ("raise", "skip", "dead_letter") and not isinstance(
-            self.on_error, FailureHandler
-        ):
+        if self.fn_kind.is_async and self.executor not in (None, "loop"):
             raise GraphError(
-                f"on_error of {label} must be 'raise', 'skip', 'dead_letter' or an object "
-                f"with an async handle(failure) method (got {self.on_error!r})"
+                f"{label} is an {self.fn_kind.value} function, which runs on the event loop: "
+                f"executor={self.executor!r} is for sync functions; drop it"
             )
+        if self.inline and self.executor not in (None, "loop"):
+            raise GraphError(
+                f"{label} has inline=True (run on the event loop) and executor="
+                f"{self.executor!r}: choose one"
+            )
+        if (self.ordered == "key") != (self.key is not None):
+            raise GraphError(
+                f"{label}: ordered='key' and key= go together (key= says what the order is per)"
+            )
+        if self.ordered == "key" and self.batch is not None:
+            raise GraphError(f"{label}: ordered='key' keeps items apart; it cannot have batch=")
+        if self.executor is not None and not isinstance(self.executor, str):
+            as_executor(self.executor).check(self.fn, node=self.name)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
 
     def copy_to(self, graph: Graph, **changes: Any) -> Node[P, R]:
-        """Declare the same node in *graph*, with some options changed."""
-        options: dict[str, Any] = {
-            "kind": self.kind,
-            "name": self.name,
-            "workers": self.workers,
-            "buffer": self.buffer,
-            "ordered": self.ordered,
-            "inline": self.inline,
-            "retry": self.retry,
-            "rate": self.rate,
-            "limit": self.limit,
-            "timeout": None if self.timeout is None else self.timeout.seconds,
-            "on_error": self.on_error,
-        }
-        if self.kind is NodeKind.SOURCE:
-            options = {
-                "kind": self.kind,
-                "name": self.name,
-                "checkpoint": self.checkpoint,
-                "max_in_flight": self.max_in_flight,
-            }
-        return Node(self.fn, graph=graph, **{**options, **changes})
+        """Declare the same node, with the same options in effect, in *graph*; *changes* win."""
+        options = {**self.options, **changes}
+        return Node(self.fn, graph=graph, kind=self.kind, name=self.name, **options)
 
     def __repr__(self) -> str:
         return f"<{self.kind.value} {self.name!r} of graph {self.graph.name!r}>"
+
+    @property
+    def runs_on_loop(self) -> bool:
+        """Whether the function is called on the event loop (async, inline, ``"loop"``)."""
+        return self.fn_kind.is_async or self.inline or self.executor == "loop"
 
     @property
     def policies(self) -> tuple[Policy, ...]:
@@ -244,25 +206,6 @@ class Node(Generic[P, R]):
         together, each retry attempt waits for a concurrency slot, then rate budget."""
         chain = (self.timeout, self.retry, self.limit, self.rate)
         return tuple(p for p in chain if p is not None)
-
-
-_EXAMPLES = {
-    "retry": "fg.Retry(attempts=5)",
-    "rate": "fg.Rate(10, per=1.0)",
-    "limit": "fg.Limit(4)",
-}
-
-
-def check_slot(where: str, slot: str, value: object) -> None:
-    """Refuse *value* for the node option *slot* unless it is a policy that fills that slot."""
-    if value is None:
-        return
-    if not isinstance(value, Policy):
-        raise GraphError(f"{where} must be a policy such as {_EXAMPLES[slot]} (got {value!r})")
-    if value.slot != slot:
-        raise GraphError(
-            f"{where} got {value!r}, which is a {value.slot} policy: pass it as {value.slot}="
-        )
 
 
 def _accepts(fn: Callable[..., Any], *args: Any) -> bool:

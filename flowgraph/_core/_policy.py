@@ -2,14 +2,18 @@
 
 The engine builds each node's *call* once per run: the node's function adapted
 to ``async (item) -> outputs``, then wrapped by each of the node's policies in
-order, so the first policy listed is the outermost. The per-item loop only ever
-awaits the finished call; policies cost nothing on nodes that do not use them.
+the fixed order of ``Node.policies`` (timeout, retry, limit, rate; the first
+outermost). The per-item loop only ever awaits the finished call; policies cost
+nothing on nodes that do not use them. Timeouts use :class:`bounded`, whose
+deadlines pause while a call waits for room downstream.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, final, runtime_checkable
 
@@ -19,6 +23,7 @@ from ._validate import to_seconds
 
 if TYPE_CHECKING:
     from datetime import timedelta
+    from types import TracebackType
 
 Call = Callable[[Any], Awaitable[Any]]
 """One invocation of a node on one item: ``await call(item)`` returns its output(s)."""
@@ -81,16 +86,74 @@ class FailureHandler(Protocol):
     async def handle(self, failure: Failure) -> None: ...
 
 
+_DEADLINES: ContextVar[tuple[anyio.CancelScope, ...]] = ContextVar(
+    "flowgraph_deadlines", default=()
+)
+"""The deadline scopes bounding the call that the current task is making."""
+
+
+@final
+class bounded:
+    """``anyio.move_on_after(seconds)`` for a node's call, pausable by :func:`wait_downstream`.
+
+    Timeouts use it, so that the time a call spends waiting for room downstream
+    (a generator node whose outputs back up) is not counted against them.
+    """
+
+    __slots__ = ("_scope", "_token")
+
+    def __init__(self, seconds: float) -> None:
+        self._scope = anyio.move_on_after(seconds)
+
+    def __enter__(self) -> anyio.CancelScope:
+        scope = self._scope.__enter__()
+        self._token = _DEADLINES.set((*_DEADLINES.get(), scope))
+        return scope
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        _DEADLINES.reset(self._token)
+        return bool(self._scope.__exit__(exc_type, exc, tb))
+
+
+async def wait_downstream(waiting: Awaitable[None]) -> None:
+    """Await a delivery held up by a full stream, with the call's deadlines paused meanwhile.
+
+    Backpressure is not work: a generator node that waits for room downstream
+    gets the waited time added back to every deadline bounding its call.
+    """
+    scopes = _DEADLINES.get()
+    if not scopes:
+        await waiting
+        return
+    deadlines = [scope.deadline for scope in scopes]
+    started = anyio.current_time()
+    for scope in scopes:
+        scope.deadline = math.inf
+    try:
+        await waiting
+    finally:
+        waited = anyio.current_time() - started
+        for scope, deadline in zip(scopes, deadlines, strict=True):
+            scope.deadline = deadline + waited
+
+
 @final
 @dataclass(frozen=True, init=False, repr=False, slots=True)
 class Timeout:
     """Fail an item that takes longer than *seconds*, cancelling its call.
 
-    Everything inside it in the node's policy list is bounded: first in the list
-    (outermost), it bounds the whole item including every retry and backoff;
-    after a :class:`Retry`, it bounds each attempt. An overrun cancels the call
+    A node's ``timeout=`` is the outermost of its policies (``Node.policies``):
+    it bounds the whole item, every retry and backoff included, while
+    ``Retry(attempt_timeout=)`` bounds each attempt. An overrun cancels the call
     and raises ``TimeoutError`` naming the node, which an enclosing ``Retry``
     retries like any other ``Exception``. Cancellation from outside propagates.
+    A call running in a thread or process is abandoned at its deadline (see
+    the executors); time spent waiting for room downstream does not count.
 
     Args:
         seconds: the time allowed.
@@ -116,7 +179,7 @@ class Timeout:
         message = f"node {node.name!r} timed out after {seconds:g} s"
 
         async def timed(item: Any) -> Any:
-            with anyio.move_on_after(seconds):
+            with bounded(seconds):
                 return await call(item)
             raise TimeoutError(message)
 

@@ -12,14 +12,15 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+import warnings
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, Unpack, final
 
 import anyio
 
 from ._acks import CheckpointStore, Tracking
+from ._batch import run_batcher
 from ._edges import make_emitter, make_outlets
 from ._events import (
     Event,
@@ -32,12 +33,14 @@ from ._events import (
     call_sync_isolated,
     is_async,
 )
-from ._exceptions import GraphError
+from ._options import HookSpec, RunOptions, check_run_options
 from ._stats import RunStatistics, elapsed_between
 from ._validate import to_seconds
 from ._workers import NodeRun, run_worker
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+
     from anyio.abc import TaskGroup
     from anyio.streams.memory import MemoryObjectSendStream
 
@@ -45,8 +48,6 @@ if TYPE_CHECKING:
     from ._policy import FailureHandler
 
 logger = logging.getLogger("flowgraph")
-
-HookSpec = tuple[type[Event], Callable[[Any], Any]]
 
 
 @final
@@ -57,7 +58,7 @@ class RunResult:
     Attributes:
         graph: the graph's name.
         run_id: a unique id of this run (also recorded with dead letters).
-        stats: the final statistics; ``result.stats["fetch"].items_out``.
+        statistics: the final statistics; ``result.statistics["fetch"].items_out``.
         elapsed: seconds the run took.
         stopped: whether the run was stopped (``Run.stop``) rather than finishing
             its input; items still in flight after the grace period were cancelled.
@@ -65,9 +66,17 @@ class RunResult:
 
     graph: str
     run_id: str
-    stats: RunStatistics
+    statistics: RunStatistics
     elapsed: float
     stopped: bool = False
+
+    @property
+    def stats(self) -> RunStatistics:
+        """Deprecated name of :attr:`statistics`."""
+        warnings.warn(
+            "RunResult.stats is now RunResult.statistics", DeprecationWarning, stacklevel=2
+        )
+        return self.statistics
 
 
 @final
@@ -89,12 +98,6 @@ class Run:
         self._hooks: HookTable = {kind: list(fns) for kind, fns in graph.hooks.items()}
         for event_type, hook in hooks:
             add_hook(self._hooks, event_type, hook)
-        for node in graph.nodes.values():
-            if node.on_error == "dead_letter" and dead_letters is None:
-                raise GraphError(
-                    f"{node.kind.value} {node.name!r} has on_error='dead_letter' but the run "
-                    "has no dead-letter store: pass dead_letters= to run()"
-                )
         self._started_at = anyio.current_time()
         self._finished_at: float | None = None
         self._scope = anyio.CancelScope()
@@ -220,6 +223,20 @@ class Run:
         for nr in self._nodes.values():
             if nr.inbox_send is not None:
                 nr.inbox_send.close()
+            if nr.batches is not None:
+                assert nr.node.batch is not None
+                assert nr.intake is not None
+                task_group.start_soon(
+                    functools.partial(
+                        run_batcher,
+                        nr.node.batch,
+                        nr.intake,
+                        nr.batches,
+                        nr.batcher,
+                        tracked=self.tracking is not None,
+                    ),
+                    name=f"{nr.name} batcher",
+                )
         if self.tracking is not None:
             task_group.start_soon(self.tracking.commit_periodically)
 
@@ -238,8 +255,9 @@ class Run:
         self._task_group = None
         self._finished_at = anyio.current_time()
         for nr in self._nodes.values():
-            if nr.inbox is not None:
-                nr.inbox.close()
+            for stream in (nr.inbox, nr.intake):
+                if stream is not None:
+                    stream.close()
 
     def _inbox_sender(self, name: str) -> MemoryObjectSendStream[Any]:
         sender = self._nodes[name].inbox_send
@@ -255,59 +273,51 @@ async def _isolated(fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) ->
 
 
 @asynccontextmanager
-async def open_run(
-    graph: Graph,
-    *,
-    dead_letters: FailureHandler | None = None,
-    hooks: Iterable[HookSpec] = (),
-    log_interval: float | None = None,
-    checkpoints: CheckpointStore | None = None,
-) -> AsyncIterator[Run]:
+async def open_run(graph: Graph, **options: Unpack[RunOptions]) -> AsyncIterator[Run]:
     """Start running *graph* in the current event loop; the block waits for it to finish.
 
     The body of the ``async with`` runs beside the graph: read
     ``run.statistics()`` there at any time, or call ``run.stop()``. Leaving the
     block waits until every sink has drained. If the body raises or is
     cancelled, the graph is cancelled; if a node fails, the body is cancelled and
-    the block raises the node's error.
+    the block raises the node's error. The graph cannot be changed while it runs.
 
     Resources open for the run's duration: the dead-letter and checkpoint
     stores, and every node function that is an async context manager (a sink
     holding a database connection, say), in that order, closed in reverse.
+    Every check happens before the first of them is opened.
 
     Args:
         graph: the graph to run; it is validated first.
-        dead_letters: where ``on_error="dead_letter"`` nodes send failed items,
-            such as ``fg.DeadLetters("sqlite:///state.db")``. If it is an async
-            context manager, the run opens it for its duration.
-        hooks: ``(event type, hook)`` pairs, added to the graph's own hooks.
-        log_interval: log one line per node every this many seconds (``None``: never).
-            A summary line per node is logged at the end of every run.
-        checkpoints: where checkpointed sources load their resume positions and
-            the run commits them, such as ``fg.Checkpoints("sqlite:///state.db")``.
-            Opened for the run's duration if it is an async context manager.
+        **options: see :class:`RunOptions`: ``dead_letters``, ``checkpoints``,
+            ``hooks``, ``log_interval``.
 
     Raises:
-        GraphError: if the graph is not valid; nothing has started then.
+        GraphError: if the graph or an option is not valid; nothing has started then.
         NodeError: if a node failed under the ``"raise"`` policy.
     """
-    graph.validate()
+    check_run_options(graph, options)
+    log_interval = options.get("log_interval")
     if log_interval is not None:
         log_interval = to_seconds("log_interval", log_interval)
+    dead_letters = options.get("dead_letters")
+    checkpoints = options.get("checkpoints")
     async with AsyncExitStack() as resources:
         for resource in (dead_letters, checkpoints, *(n.fn for n in graph.nodes.values())):
             handle: Any = resource
             if isinstance(handle, AbstractAsyncContextManager):
                 await resources.enter_async_context(handle)
-        if checkpoints is not None and not isinstance(checkpoints, CheckpointStore):
-            raise GraphError(
-                f"checkpoints= must be a checkpoint store such as fg.Checkpoints(...) "
-                f"(got {checkpoints!r})"
-            )
         resume = await checkpoints.load(graph.name) if checkpoints is not None else None
         run = Run(
-            graph, dead_letters=dead_letters, hooks=hooks, checkpoints=checkpoints, resume=resume
+            graph,
+            dead_letters=dead_letters,
+            hooks=options.get("hooks", ()),
+            checkpoints=checkpoints,
+            resume=resume,
         )
+        resources.enter_context(graph.running())
+        for nr in run._nodes.values():
+            await nr.open(resources)
         async with _open_run(run, log_interval) as running:
             yield running
 
@@ -370,7 +380,7 @@ def _leaves(group: BaseExceptionGroup[Any]) -> Iterator[BaseException]:
             yield exc
 
 
-async def run_graph(graph: Graph, **options: Any) -> RunResult:
+async def run_graph(graph: Graph, **options: Unpack[RunOptions]) -> RunResult:
     """Run *graph* to completion in the current event loop and return its result."""
     async with open_run(graph, **options) as run:
         pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, final
@@ -24,7 +25,7 @@ _LOWEST = -24 * _BUCKETS_PER_OCTAVE  # 2**-24 s, about 60 ns
 _HIGHEST = 12 * _BUCKETS_PER_OCTAVE  # 2**12 s, about 68 minutes
 
 
-class Latency:
+class LatencyHistogram:
     """A log-bucketed histogram of call durations: four buckets per octave, so
     percentiles read from it are within about 9% of the true value."""
 
@@ -91,7 +92,7 @@ class Counters:
         self.retries = 0
         self.skipped = 0
         self.dead_lettered = 0
-        self.latency = Latency()
+        self.latency = LatencyHistogram()
         self.workers: list[WorkerCounters] = []
         self.started_at: float | None = None
         self.finished_at: float | None = None
@@ -107,7 +108,7 @@ class Counters:
         return sum(worker.taken for worker in self.workers)
 
     @property
-    def in_flight(self) -> int:
+    def busy(self) -> int:
         return sum(not worker.idle for worker in self.workers)
 
 
@@ -140,15 +141,19 @@ class NodeStatistics:
         retries: extra attempts made by the node's retry policy.
         skipped: failed items dropped by ``on_error="skip"``.
         dead_lettered: failed items sent to the dead-letter store.
-        in_flight: items taken but not yet finished: the busy workers, for a
-            transform or sink.
+        busy: workers busy with an item (taken, not yet finished); 0 for a source.
+        abandoned: calls given up on (a timeout, a stop) that still run in a
+            thread, process or cluster; each still occupies its worker there.
+        key_skew: for an ``ordered="key"`` node, the most items ever queued
+            behind one key: a hot key shows here.
         queue_depth: items waiting for a worker, in the input stream or in a taken chunk.
         queue_capacity: the most items that may wait (the node's ``buffer``).
         workers: how many workers the node runs.
         elapsed: seconds since the node started (until it finished, once it has).
         finished: whether every worker of the node has exited.
         latency_p50: median duration of the node's function, in seconds: every
-            call of the first 256, then one call in 32; ``None`` before the first.
+            call of the first 256, then one call in 64 and every call that followed a
+            wait for input; ``None`` before the first.
         latency_p90: 90th percentile, likewise.
         latency_p99: 99th percentile, likewise.
         latency_buckets: the sampled durations as ``(upper bound, count)`` pairs,
@@ -164,7 +169,7 @@ class NodeStatistics:
     retries: int
     skipped: int
     dead_lettered: int
-    in_flight: int
+    busy: int
     queue_depth: int
     queue_capacity: int
     workers: int
@@ -174,6 +179,16 @@ class NodeStatistics:
     latency_p90: float | None = None
     latency_p99: float | None = None
     latency_buckets: tuple[tuple[float, int], ...] = ()
+    abandoned: int = 0
+    key_skew: int = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Deprecated name of :attr:`busy` (busy workers, not items in flight)."""
+        warnings.warn(
+            "NodeStatistics.in_flight is now NodeStatistics.busy", DeprecationWarning, stacklevel=2
+        )
+        return self.busy
 
     @property
     def throughput(self) -> float:
@@ -193,8 +208,10 @@ class NodeStatistics:
             f"{self.name}: in={self.items_in} out={self.items_out} errors={self.errors}"
             f" retries={self.retries} skipped={self.skipped} dead={self.dead_lettered}"
             f" queue={self.queue_depth}/{self.queue_capacity}"
-            f" busy={self.in_flight}/{self.workers} rate={self.throughput:.1f}/s"
+            f" busy={self.busy}/{self.workers} rate={self.throughput:.1f}/s"
         )
+        if self.abandoned:
+            line += f" abandoned={self.abandoned}"
         if self.latency_p50 is not None:
             line += f" p50={_ms(self.latency_p50)} p99={_ms(self.latency_p99)}"
         return line + (" done" if self.finished else "")

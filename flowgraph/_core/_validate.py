@@ -53,9 +53,12 @@ def positive_int(name: str, value: object) -> int:
     return int_at_least(name, value, 1)
 
 
-def unknown_name(what: str, name: str, known: Iterable[str]) -> GraphError:
-    """The error for an unknown *name*, suggesting the nearest of *known*."""
+def unknown_name(missing: str, name: str, known: Iterable[str]) -> GraphError:
+    """The error for an unknown *name*, suggesting the nearest of *known*.
+
+    *missing* says who lacks it: ``"transform 'fetch' has no option"``.
+    """
     choices = sorted(known)
     close = difflib.get_close_matches(name, choices, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
-    return GraphError(f"unknown {what} {name!r}: {hint}valid ones are {', '.join(choices)}")
+    return GraphError(f"{missing} {name!r}: {hint}valid ones are {', '.join(choices)}")

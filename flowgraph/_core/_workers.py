@@ -9,45 +9,55 @@ running and cancellation stays prompt at full throughput.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator
-from itertools import islice
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.lowlevel
-import anyio.to_thread
 from anyio import EndOfStream, WouldBlock
 
-from ._acks import UNTRACKED
-from ._calls import adapt_call, apply_policies, open_source
+from ._calls import OUTPUTS, Outputs, apply_policies, build_call
 from ._edges import chunk_capacity, chunk_limit
 from ._events import ItemDeadLettered, ItemFailed, NodeFinished
-from ._exceptions import AttemptsExhausted, NodeError, describe_error, describe_item
-from ._nodes import Node, NodeKind, Positioned
+from ._exceptions import (
+    AttemptsExhausted,
+    NodeError,
+    PartialOutputError,
+    describe_error,
+    describe_item,
+)
+from ._executor import collecting, open_executor
+from ._functions import FnKind
+from ._keys import KeyQueues, consume_by_key
+from ._nodes import Node, NodeKind
 from ._policy import Failure, FailureHandler
+from ._produce import YIELD_EVERY, produce
 from ._stats import (
     LATENCY_EXACT_FIRST,
     Counters,
     NodeStatistics,
+    WorkerCounters,
     elapsed_between,
 )
+from ._threads import BoundThreads, Threads
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from contextlib import AsyncExitStack
 
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-    from ._acks import SourceTracker, Ticket
+    from ._acks import Ticket
     from ._edges import Emit, Outlet
+    from ._executor import BoundCall
     from ._run import Run
 
-YIELD_EVERY = 64
-"""A worker that never has to wait yields to the scheduler after this many items.
+logger = logging.getLogger("flowgraph")
 
-One scheduler round-trip per 64 items instead of per item, while a heartbeat
-task beside a full-speed graph still ticks within a millisecond or so.
-"""
+SKIPS_LOGGED = 5
+"""Skipped items a node logs one by one; after them it logs a count every SKIP_LOG_INTERVAL."""
+SKIP_LOG_INTERVAL = 60.0
 
 
 class NodeRun:
@@ -64,22 +74,61 @@ class NodeRun:
         self.stop_scope = anyio.CancelScope()
         self.tracking = run.tracking
         self.turns: Turns | None = None
-        self.many = False
+        self.many = node.fn_kind in (FnKind.ASYNC_GEN, FnKind.SYNC_GEN)
         self.chunk_limit = chunk_limit(node.buffer, node.workers)
         self.inbound: list[Outlet] = []
+        self.bound: BoundCall | None = None
+        self.outputs: list[Outputs] = []  # one per worker of a generator node
+        self.threads: BoundThreads | None = None
+        self.position: Any = None  # a source's last emitted position, to resume a retry after
+        self._skips = _SkipLog(self.name)
+        self.keys = KeyQueues() if node.ordered == "key" else None
+        self.intake: MemoryObjectReceiveStream[Any] | None = None
+        self.batches: MemoryObjectSendStream[Any] | None = None
+        self.batcher = WorkerCounters()
         if node.kind is not NodeKind.SOURCE:
             capacity = chunk_capacity(node.buffer, self.chunk_limit)
             self.inbox_send, self.inbox = anyio.create_memory_object_stream[Any](capacity)
-            call, self.many = adapt_call(node, anyio.CapacityLimiter(node.workers))
-            self.call = apply_policies(call, node, self)
-            if node.ordered and node.workers > 1:
+            if node.batch is not None:
+                self.intake = self.inbox
+                self.batches, self.inbox = anyio.create_memory_object_stream[Any](1)
+            if node.ordered is True and node.workers > 1:
                 self.turns = Turns()
+
+    async def open(self, stack: AsyncExitStack) -> None:
+        """Bind the node to where its function runs, for the run; build its call."""
+        node = self.node
+        if node.kind is NodeKind.SOURCE:
+            if node.fn_kind in (FnKind.SYNC, FnKind.SYNC_GEN):
+                threads = Threads(1)
+                stack.callback(threads.close)
+                self.threads = await stack.enter_async_context(
+                    threads.bind(node.fn, node=self.name, workers=1)
+                )
+            return
+        if not node.runs_on_loop:
+            executor = await stack.enter_async_context(
+                open_executor(node.executor or "threads", node.workers)
+            )
+            fn = node.fn
+            if node.fn_kind is FnKind.SYNC_GEN and (
+                self.turns is not None or not isinstance(executor, Threads)
+            ):
+                fn = collecting(fn)
+            self.bound = await stack.enter_async_context(
+                executor.bind(fn, node=self.name, workers=node.workers)
+            )
+        call, _ = build_call(node, self.bound)
+        self.call = apply_policies(call, node, self)
 
     async def fail(self, item: Any, error: Exception) -> None:
         """Apply the node's ``on_error`` policy to an item that failed; raise to fail the run."""
         attempts = 1
         if isinstance(error, AttemptsExhausted):
             attempts, error = error.attempts, error.error  # type: ignore[assignment]
+        if isinstance(error, PartialOutputError):
+            sent, error = error.sent, error.error
+            error.add_note(f"flowgraph: {sent} output(s) of this item were sent before it failed")
         self.counters.errors += 1
         run, policy = self.run, self.node.on_error
         action: Literal["raise", "skip", "dead_letter"] = (
@@ -91,6 +140,7 @@ class NodeRun:
             raise NodeError(self.name, item, attempts, cause=describe_error(error)) from error
         if action == "skip":
             self.counters.skipped += 1
+            self._skips.skipped(failure)
             return
         handler = policy if isinstance(policy, FailureHandler) else run.dead_letters
         assert handler is not None
@@ -102,25 +152,34 @@ class NodeRun:
         self.workers_left -= 1
         if self.workers_left == 0:
             self.counters.finished_at = anyio.current_time()
+            self._skips.flush()
             self.run.emit(NodeFinished(self.run, self.name, self.statistics()))
             self.run.node_finished()
 
     def statistics(self) -> NodeStatistics:
         c, node = self.counters, self.node
         latency = c.latency
-        items_in, in_flight = c.items_in, c.in_flight
-        counted_out = node.kind is NodeKind.SOURCE or self.many
+        taken, busy = c.items_in, c.busy
+        waiting = self.keys.waiting if self.keys is not None else 0
+        items_in = taken if self.intake is None else self.batcher.taken
+        if node.kind is NodeKind.SOURCE:
+            items_out = c.items_out
+        elif self.many and node.kind is NodeKind.TRANSFORM:
+            items_out = sum(outputs.sent for outputs in self.outputs)
+        else:
+            items_out = taken - busy - c.failed - waiting
         return NodeStatistics(
             name=self.name,
             kind=node.kind.value,
             items_in=items_in,
-            items_out=c.items_out if counted_out else items_in - in_flight - c.failed,
+            items_out=items_out,
             errors=c.errors,
             retries=c.retries,
             skipped=c.skipped,
             dead_lettered=c.dead_lettered,
-            in_flight=in_flight,
-            queue_depth=sum(outlet.queued() for outlet in self.inbound) - items_in,
+            busy=busy,
+            abandoned=self.bound.abandoned if self.bound is not None else 0,
+            queue_depth=sum(outlet.queued() for outlet in self.inbound) - items_in + waiting,
             queue_capacity=node.buffer if self.inbox is not None else 0,
             workers=node.workers,
             elapsed=elapsed_between(c.started_at, c.finished_at),
@@ -129,7 +188,41 @@ class NodeRun:
             latency_p90=latency.percentile(0.9),
             latency_p99=latency.percentile(0.99),
             latency_buckets=latency.buckets(),
+            key_skew=self.keys.longest if self.keys is not None else 0,
         )
+
+
+class _SkipLog:
+    """Logs a node's skipped items: the first few one by one, then a count per interval."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.logged = 0
+        self.unlogged = 0
+        self.since = 0.0
+
+    def skipped(self, failure: Failure) -> None:
+        if self.logged < SKIPS_LOGGED:
+            self.logged += 1
+            logger.warning(
+                "node %r skipped item %s after %d attempt(s): %s%s",
+                self.node,
+                describe_item(failure.item),
+                failure.attempts,
+                describe_error(failure.error),
+                " (further skips are counted once a minute)" if self.logged == SKIPS_LOGGED else "",
+            )
+            self.since = anyio.current_time()
+            return
+        self.unlogged += 1
+        if anyio.current_time() - self.since >= SKIP_LOG_INTERVAL:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.unlogged:
+            logger.warning("node %r skipped %d more item(s)", self.node, self.unlogged)
+            self.unlogged = 0
+            self.since = anyio.current_time()
 
 
 async def run_worker(nr: NodeRun, emit: Emit | None, outlets: list[Outlet]) -> None:
@@ -138,9 +231,11 @@ async def run_worker(nr: NodeRun, emit: Emit | None, outlets: list[Outlet]) -> N
         if nr.node.kind is NodeKind.SOURCE:
             assert emit is not None
             with nr.stop_scope:
-                await _produce(nr, emit)
+                await produce(nr, emit)
         elif nr.turns is not None:
             await _consume_in_order(nr, nr.turns, emit)
+        elif nr.keys is not None:
+            await consume_by_key(nr, emit)
         else:
             await _consume(nr, emit, _direct(nr, emit, outlets))
     finally:
@@ -164,10 +259,14 @@ async def _consume(nr: NodeRun, emit: Emit | None, direct: Outlet | None) -> Non
     A worker whose emitter is *direct*'s plain ``put`` does the put itself, which
     saves a call per item on the hottest path.
 
+    A generator's call sends its outputs itself, through the worker's
+    :class:`Outputs`, and returns how many it sent.
+
     When the run tracks acknowledgements, items are ``(ticket, item)``
     envelopes and outputs carry the same ticket. The input's hold on it passes
-    to its one output, or becomes one hold per output of a generator, or is
-    released when the item is consumed by a sink, dropped, skipped or dead-lettered.
+    to its one output; a generator's outputs each take a hold of their own and
+    the input's is released once the generator ends; a hold is also released
+    when the item is consumed by a sink, dropped, skipped or dead-lettered.
     """
     inbox = nr.inbox
     assert inbox is not None
@@ -175,7 +274,11 @@ async def _consume(nr: NodeRun, emit: Emit | None, direct: Outlet | None) -> Non
     tracked = nr.tracking is not None
     record_latency, perf_counter = counters.latency.record, time.perf_counter
     receive_nowait, receive = inbox.receive_nowait, inbox.receive
-    checkpoint = anyio.lowlevel.checkpoint
+    yield_to_loop = anyio.lowlevel.checkpoint
+    port = Outputs(emit)
+    if many:
+        nr.outputs.append(port)
+        OUTPUTS.set(port)
     # Every YIELD_EVERY items the budget runs out: the worker yields and times that
     # call. A worker that had to wait for an item has just yielded: it times the
     # call too, so slow nodes get every call timed. The node's first calls, shared
@@ -204,6 +307,7 @@ async def _consume(nr: NodeRun, emit: Emit | None, direct: Outlet | None) -> Non
         for item in chunk:
             if tracked:
                 ticket, item = item
+                port.ticket = ticket
             taken += 1
             worker.taken = taken
             budget -= 1
@@ -214,11 +318,11 @@ async def _consume(nr: NodeRun, emit: Emit | None, direct: Outlet | None) -> Non
                     if taken > exact:
                         budget = YIELD_EVERY
                         if not yielded:
-                            await checkpoint()
+                            await yield_to_loop()
                     else:
                         budget = 1
                         if not yielded and not taken % YIELD_EVERY:
-                            await checkpoint()
+                            await yield_to_loop()
                     yielded = False
                     started = perf_counter()
                     result = await call(item)
@@ -237,12 +341,9 @@ async def _consume(nr: NodeRun, emit: Emit | None, direct: Outlet | None) -> Non
                         open_.append(out)
                     elif (waiting := open_chunk(out)) is not None:
                         await waiting
-                elif emit is None:
+                elif emit is None or many:
                     if tracked:
                         ticket.release()
-                elif many:
-                    await _emit_each(emit, result, ticket if tracked else None)
-                    counters.items_out += len(result)
                 elif (waiting := emit((ticket, result) if tracked else result)) is not None:
                     await waiting
 
@@ -286,6 +387,9 @@ async def _consume_in_order(nr: NodeRun, turns: Turns, emit: Emit | None) -> Non
     tracked = nr.tracking is not None
     ticket: Any = None
     worker = counters.worker()
+    port = Outputs(emit)
+    if many:
+        nr.outputs.append(port)
     while True:
         async with turns.lock:
             try:
@@ -320,7 +424,7 @@ async def _consume_in_order(nr: NodeRun, turns: Turns, emit: Emit | None) -> Non
                 elif tracked:
                     ticket.release()
                 if many:
-                    counters.items_out += len(outs)
+                    port.sent += len(outs)
                 turns.done()
             worker.idle = True
 
@@ -334,134 +438,3 @@ async def _emit_each(emit: Emit, outs: Sequence[Any], ticket: Ticket | None) -> 
             await waiting
     if ticket is not None:
         ticket.release()
-
-
-async def _produce(nr: NodeRun, emit: Emit) -> None:
-    """Read the source's iterable and emit every item, yielding now and then."""
-    counters, node, tracking = nr.counters, nr.node, nr.tracking
-    try:
-        if node.checkpoint:
-            resume = tracking.resume.get(nr.name) if tracking is not None else None
-            iterable = await open_source(node, resume)
-        else:
-            iterable = await open_source(node)
-        tracker = (
-            tracking.tracker(nr.name, node.max_in_flight)
-            if tracking is not None and node.checkpoint
-            else None
-        )
-        items = _open_items(iterable, nr.name)
-        try:
-            if tracker is not None:
-                await _emit_tracked(items, tracker, emit, nr)
-            else:
-                await _emit(items, emit, nr, tracked=tracking is not None)
-        finally:
-            aclose = getattr(items, "aclose", None)
-            if aclose is not None:
-                await aclose()
-    except NodeError:
-        raise
-    except Exception as exc:
-        counters.errors += 1
-        raise NodeError.for_source(nr.name, counters.items_out, exc) from exc
-
-
-async def _emit(items: AsyncIterator[Any], emit: Emit, nr: NodeRun, *, tracked: bool) -> None:
-    """Emit a source's items (in untracked envelopes if the run tracks other sources)."""
-    counters, checkpointed = nr.counters, nr.node.checkpoint
-    checkpoint = anyio.lowlevel.checkpoint
-    budget = YIELD_EVERY
-    async for value in items:
-        item = _positioned(value, nr.name).item if checkpointed else value
-        if (waiting := emit((UNTRACKED, item) if tracked else item)) is not None:
-            await waiting
-        counters.items_out += 1
-        budget -= 1
-        if not budget:
-            budget = YIELD_EVERY
-            await checkpoint()
-
-
-async def _emit_tracked(
-    items: AsyncIterator[Any], tracker: SourceTracker, emit: Emit, nr: NodeRun
-) -> None:
-    """Emit a checkpointed source's items, each with a ticket of its tracker."""
-    counters, name = nr.counters, nr.name
-    issue_nowait, issue = tracker.issue_nowait, tracker.issue
-    checkpoint = anyio.lowlevel.checkpoint
-    budget = YIELD_EVERY
-    async for value in items:
-        if type(value) is not Positioned:
-            _positioned(value, name)
-        ticket = issue_nowait(value.position) or await issue(value.position)
-        item = value.item
-        if (waiting := emit((ticket, item))) is not None:
-            await waiting
-        counters.items_out += 1
-        budget -= 1
-        if not budget:
-            budget = YIELD_EVERY
-            await checkpoint()
-
-
-def _positioned(value: Any, name: str) -> Positioned:
-    if not isinstance(value, Positioned):
-        raise TypeError(
-            f"checkpointed source {name!r} produced {describe_item(value)}; "
-            "it must yield fg.Positioned(item, position)"
-        )
-    return value
-
-
-def _open_items(iterable: Any, name: str) -> AsyncIterator[Any]:
-    """The source's items as an async iterator; an async iterable is used as it is.
-
-    Wrapping the user's async generator in a second one would cost a second
-    generator step per item, so only sync iterables get a wrapper.
-    """
-    if isinstance(iterable, AsyncIterable):
-        return aiter(iterable)
-    if isinstance(iterable, Iterator):
-        return _iterate_in_thread(iterable)
-    if isinstance(iterable, Iterable):
-        return _iterate_on_loop(iterable)
-    raise TypeError(
-        f"source {name!r} must produce an iterable or async iterable, got {type(iterable).__name__}"
-    )
-
-
-async def _iterate_on_loop(iterable: Iterable[Any]) -> AsyncGenerator[Any, None]:
-    for item in iterable:
-        yield item
-
-
-async def _iterate_in_thread(iterator: Iterator[Any]) -> AsyncGenerator[Any, None]:
-    """Read a sync iterator in a worker thread, in chunks that grow while items come quickly.
-
-    A chunk ends early when the iterator is exhausted or raises; the items read
-    before an error are still emitted, then the error propagates.
-    """
-    size = 1
-    while True:
-        chunk, error, seconds = await anyio.to_thread.run_sync(_take, iterator, size)
-        for item in chunk:
-            yield item
-        if error is not None:
-            raise error
-        if len(chunk) < size:
-            return
-        if seconds < 0.001:
-            size = min(size * 2, 256)
-        elif seconds > 0.01:
-            size = max(size // 2, 1)
-
-
-def _take(iterator: Iterator[Any], size: int) -> tuple[list[Any], Exception | None, float]:
-    started = time.perf_counter()
-    chunk: list[Any] = []
-    try:
-        chunk.extend(islice(iterator, size))
-    except Exception as exc:
-        return chunk, exc, time.perf_counter() - started
-    return chunk, None, time.perf_counter() - started

@@ -26,7 +26,8 @@ from typing import (
 
 import anyio
 
-from .._core._exceptions import AttemptsExhausted, GraphError
+from .._core._exceptions import AttemptsExhausted, GraphError, NodeError, PartialOutputError
+from .._core._policy import bounded
 from .._core._validate import to_seconds
 
 if TYPE_CHECKING:
@@ -135,10 +136,10 @@ class Retry:
     Cancellation is never retried: it propagates at once, from an attempt or from
     a backoff sleep. ``KeyboardInterrupt`` and ``SystemExit`` likewise.
 
-    Policies compose outermost first: ``[Timeout(60), Retry(...)]`` bounds the whole
-    item including every retry, while *attempt_timeout* (or ``[Retry(...),
-    Timeout(5)]``) bounds each attempt. Put a rate limit inside the retry so every
-    attempt spends budget.
+    On a node, the policies wrap its call in a fixed order, outermost first:
+    ``timeout=`` (the whole item, every retry and backoff included), then the
+    retry, then ``limit=``, then ``rate=``, so every attempt waits for a
+    concurrency slot and spends rate budget; *attempt_timeout* bounds each attempt.
 
     Args:
         attempts: most calls in total (``None``: unlimited, then *deadline* is required).
@@ -279,13 +280,13 @@ class Retry:
             try:
                 if self.attempt_timeout is None:
                     return await fn(*args)
-                with anyio.move_on_after(self.attempt_timeout):
+                with bounded(self.attempt_timeout):
                     return await fn(*args)
                 error = TimeoutError(
                     f"attempt {attempt} timed out after {self.attempt_timeout:g} s"
                 )
             except Exception as exc:
-                if not self._retryable(exc):
+                if isinstance(exc, PartialOutputError | NodeError) or not self._retryable(exc):
                     if attempt == 1:
                         raise
                     raise AttemptsExhausted(exc, attempt) from exc

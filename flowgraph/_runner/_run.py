@@ -90,8 +90,7 @@ def run(
     signal cancels at once (the same signal again within half a second is the
     same request delivered twice, as GNU ``timeout`` does, and counts once).
     The result then has ``stopped=True``. Each signal is logged as a warning on
-    the ``flowgraph`` logger, and so are the nodes whose calls (sync functions
-    in threads, which cannot be cancelled) the run still waits for after a cancel.
+    the ``flowgraph`` logger.
 
     Args:
         graph: the graph to run.

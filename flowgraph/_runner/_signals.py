@@ -5,7 +5,7 @@ daemon with SIGTERM and expects it to finish what it took. So the first signal
 stops the sources and lets items in flight drain for *grace* seconds; when
 the grace period runs out, or on a second signal, what is left is cancelled.
 
-Three edges matter in practice:
+Two edges matter in practice:
 
 * **One signal, delivered twice.** GNU ``timeout`` sends its signal to the
   command and then to the command's whole process group, which holds the
@@ -18,9 +18,9 @@ Three edges matter in practice:
   the run's own handler exists, :func:`catch_stop_signals` turns it into
   :class:`StopBeforeStart`, and once the graph is loaded :func:`hold_stop_signals`
   keeps it for the run, which then stops before it takes any item.
-* **Calls that cannot be cancelled.** A sync function running in a worker
-  thread finishes its call whatever happens; after the cancel the stopper
-  says which nodes it is still waiting for.
+
+A sync call running in a thread cannot be cancelled: the engine abandons it
+(it logs which, and the thread cannot keep the process alive).
 """
 
 from __future__ import annotations
@@ -46,9 +46,6 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 DUPLICATE_WINDOW = 0.5
 """Seconds within which the same stop signal again is the same request (GNU ``timeout``)."""
-
-STRAGGLER_REPORT = 1.0
-"""Seconds after a cancel before the stopper names the calls it is still waiting for."""
 
 
 class StopBeforeStart(BaseException):
@@ -169,31 +166,3 @@ class Stopper:
             self.cancelled = True
             logger.warning("%s: cancelling the items in flight", reason)
             self.run.stop(grace=0)
-            task_group.start_soon(self._report_stragglers)
-
-    async def _report_stragglers(self) -> None:
-        """Name the nodes whose calls outlive the cancel: sync calls in threads run to the end."""
-        delay = STRAGGLER_REPORT
-        # Shielded from the cancel it reports on; it ends when the last node has finished.
-        with anyio.CancelScope(shield=True):
-            while True:
-                with anyio.move_on_after(delay):
-                    await self.run.wait_finished()
-                    return
-                busy = describe_busy(self.run)
-                if busy:
-                    logger.warning("waiting for calls that cannot be cancelled to return: %s", busy)
-                delay = 10 * STRAGGLER_REPORT
-
-
-def describe_busy(run: Run) -> str:
-    """The nodes of *run* with calls in flight: ``node 'parse' (2 calls in worker threads)``."""
-    parts = []
-    for name, stats in run.statistics().items():
-        if stats.in_flight:
-            many = stats.in_flight > 1
-            where = ""
-            if not run.graph.nodes[name].fn_kind.is_async:
-                where = " in worker threads" if many else " in a worker thread"
-            parts.append(f"node {name!r} ({stats.in_flight} call{'s' * many}{where})")
-    return ", ".join(parts)

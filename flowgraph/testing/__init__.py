@@ -1,9 +1,10 @@
-"""Test HTTP code against flaky APIs: fault injection, a fake paginated API, reproducible seeds.
+"""Test HTTP code against flaky APIs: fault injection, a fake API, reproducible seeds.
 
-``VirtualClock`` runs sleeps, timeouts and rate limits in virtual time on
-asyncio and trio. ``FlakyTransport`` wraps any async httpx transport and injects the faults of a
-seeded ``FaultPlan``; ``FakeAPI`` is a deterministic paginated ASGI app to test
-against, in-process or on a loopback port with ``open_server``. Hypothesis
+``VirtualClock`` runs any anyio code in virtual time on asyncio and trio.
+``FakeAPI`` serves your own routes and records (or ready-made paginated ones) as
+an ASGI app or directly as an httpx transport, async and sync, and records every
+request for assertions. ``FlakyTransport`` wraps any httpx transport and injects
+the faults of a seeded ``FaultPlan`` the way a network fails. Hypothesis
 strategies live in ``flowgraph.testing.strategies``, imported only on request.
 
 Names load on first use, so that the pytest plugin (``flowgraph.testing.pytest_plugin``,
@@ -22,31 +23,40 @@ if TYPE_CHECKING:
     from ._clock import virtual_time_backend as virtual_time_backend
     from ._fake_api import FakeAPI as FakeAPI
     from ._fake_api import FakeAPIStatistics as FakeAPIStatistics
-    from ._fake_api import open_server as open_server
     from ._faults import Fault as Fault
     from ._faults import FaultKind as FaultKind
-    from ._faults import FaultPlan as FaultPlan
     from ._faults import Latency as Latency
     from ._faults import ScheduledFault as ScheduledFault
+    from ._match import PathPattern as PathPattern
+    from ._plan import FaultPlan as FaultPlan
+    from ._records import RequestLog as RequestLog
+    from ._records import RequestRecord as RequestRecord
+    from ._routes import Collection as Collection
+    from ._routes import Route as Route
+    from ._server import open_server as open_server
     from ._transport import FlakyTransport as FlakyTransport
-    from ._transport import RequestRecord as RequestRecord
 
 _HOMES = {
+    "Collection": "_routes",
     "FakeAPI": "_fake_api",
     "FakeAPIStatistics": "_fake_api",
     "Fault": "_faults",
     "FaultKind": "_faults",
-    "FaultPlan": "_faults",
+    "FaultPlan": "_plan",
     "FlakyTransport": "_transport",
     "Latency": "_faults",
-    "RequestRecord": "_transport",
+    "PathPattern": "_match",
+    "RequestLog": "_records",
+    "RequestRecord": "_records",
+    "Route": "_routes",
     "ScheduledFault": "_faults",
     "VirtualClock": "_clock",
-    "open_server": "_fake_api",
+    "open_server": "_server",
     "virtual_time_backend": "_clock",
 }
 
 __all__ = [
+    "Collection",
     "FakeAPI",
     "FakeAPIStatistics",
     "Fault",
@@ -54,7 +64,10 @@ __all__ = [
     "FaultPlan",
     "FlakyTransport",
     "Latency",
+    "PathPattern",
+    "RequestLog",
     "RequestRecord",
+    "Route",
     "ScheduledFault",
     "VirtualClock",
     "open_server",
@@ -77,7 +90,8 @@ def __getattr__(name: str) -> Any:
     for public, where in _HOMES.items():
         if where == home:
             value = getattr(module, public)
-            value.__module__ = __name__
+            if isinstance(value, type) or callable(value):
+                value.__module__ = __name__
             globals()[public] = value
     return globals()[name]
 

@@ -12,11 +12,13 @@ The two halves share one interface, :class:`VirtualClock`:
   virtual and whose selector polls real I/O without blocking; when nothing is
   ready it advances virtual time to the next timer instead of sleeping.
 
-Threads: work running in a worker thread (``anyio.to_thread``, sync nodes) is
-invisible to both clocks, so with ``autojump_threshold=0`` the clock jumps past
-timeouts while a thread is still busy. Keep tests with sync nodes on real time,
-or give the clock an ``autojump_threshold`` longer than the thread work takes:
-the clock then jumps only after the loop has been idle that long in real time.
+Threads: while a node's call runs in one of flowgraph's worker threads, the
+clock does not jump: virtual time flows at the real rate, so a timeout on a
+sync node means what it means in real time, and a call that takes 5 ms takes 5
+virtual ms. As soon as no thread works for the loop, the clock jumps again.
+Other threads (``anyio.to_thread`` calls of your own) are invisible to the
+clock: give it an ``autojump_threshold`` longer than their work takes, and it
+jumps only after the loop has been idle that long in real time.
 """
 
 from __future__ import annotations
@@ -24,11 +26,23 @@ from __future__ import annotations
 import asyncio
 import math
 import selectors
+import sys
+import time
+import weakref
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, TypeVar, TypeVarTuple, Unpack, final
+
+import anyio
+
+from .._core import _threads
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from trio.testing import MockClock
+
+T_Retval = TypeVar("T_Retval")
+PosArgsT = TypeVarTuple("PosArgsT")
 
 __all__ = ["VirtualClock", "virtual_time_backend"]
 
@@ -48,10 +62,10 @@ def _seconds(name: str, value: float | timedelta) -> float:
 class VirtualClock:
     """Virtual time for one backend, jumping to the next timer whenever all tasks wait.
 
-    Create one per test and hand :attr:`anyio_backend` to anyio (as the
-    ``anyio_backend`` fixture, or as ``anyio.run(..., backend=name,
-    backend_options=options)``). Virtual time starts at 0.0 and carries on
-    across runs that reuse the same clock.
+    Run a coroutine function under it with :meth:`run`, or hand
+    :attr:`anyio_backend` to anyio (as the ``anyio_backend`` fixture of a test, or
+    to ``anyio.run(..., backend=name, backend_options=options)``). Virtual time
+    starts at 0.0 and carries on across runs that reuse the same clock.
 
     Args:
         backend: ``"asyncio"`` or ``"trio"``.
@@ -64,7 +78,7 @@ class VirtualClock:
         ImportError: if *backend* is ``"trio"`` and trio is not installed.
     """
 
-    __slots__ = ("_autojump_threshold", "_backend", "_mock", "_now")
+    __slots__ = ("__weakref__", "_autojump_threshold", "_backend", "_busy", "_mock", "_now")
 
     def __init__(self, backend: str, *, autojump_threshold: float | timedelta = 0.0) -> None:
         if backend not in _BACKENDS:
@@ -72,6 +86,7 @@ class VirtualClock:
         self._backend = backend
         self._autojump_threshold = _seconds("autojump_threshold", autojump_threshold)
         self._now = 0.0
+        self._busy = 0
         self._mock: MockClock | None = None
         if backend == "trio":
             try:
@@ -81,6 +96,7 @@ class VirtualClock:
                     "virtual time on trio needs trio: pip install 'flowgraph[trio]'"
                 ) from exc
             self._mock = MockClock(autojump_threshold=self._autojump_threshold)
+            _TRIO_CLOCKS[self._mock] = self
 
     def __repr__(self) -> str:
         return f"VirtualClock({self._backend!r}, autojump_threshold={self._autojump_threshold!r})"
@@ -108,6 +124,22 @@ class VirtualClock:
             return self._mock.current_time()
         return self._now
 
+    def run(
+        self, func: Callable[[Unpack[PosArgsT]], Awaitable[T_Retval]], *args: *PosArgsT
+    ) -> T_Retval:
+        """Run ``func(*args)`` in a new event loop of this clock's backend, in virtual time.
+
+        ``anyio.run`` with this clock installed: any anyio, asyncio or trio code
+        inside sleeps, times out and rate-limits in virtual time, and the call
+        returns (or raises) what *func* does. Call it from synchronous code, not
+        from inside a running event loop. Virtual time carries on from the
+        previous run of the same clock.
+
+        Added in 0.1.
+        """
+        name, options = self.anyio_backend
+        return anyio.run(func, *args, backend=name, backend_options=options)
+
     def jump(self, seconds: float | timedelta) -> None:
         """Move virtual time forward by *seconds*; timers now due fire at the next checkpoint.
 
@@ -120,8 +152,52 @@ class VirtualClock:
         else:
             self._now += step
 
+    @property
+    def threads_busy(self) -> bool:
+        """Whether flowgraph's worker threads are working for this clock's loop."""
+        return self._busy > 0
+
+    def _threads(self, delta: int) -> None:
+        """Worker threads started (+1) or stopped (-1) working: hold virtual time to real time."""
+        self._busy += delta
+        if self._mock is None:
+            return
+        if self._busy == 1 and delta > 0:
+            self._mock.autojump_threshold = math.inf
+            self._mock.rate = 1.0
+        elif self._busy == 0:
+            self._mock.rate = 0.0
+            self._mock.autojump_threshold = self._autojump_threshold
+
     def _new_event_loop(self) -> asyncio.AbstractEventLoop:
         return _VirtualTimeEventLoop(self)
+
+
+_TRIO_CLOCKS: weakref.WeakKeyDictionary[Any, VirtualClock] = weakref.WeakKeyDictionary()
+
+
+def _current_virtual_clock() -> VirtualClock | None:
+    """The virtual clock driving the running event loop, if any."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        trio = sys.modules.get("trio")
+        if trio is None:
+            return None
+        try:
+            return _TRIO_CLOCKS.get(trio.lowlevel.current_clock())
+        except RuntimeError:
+            return None
+    return loop._virtual_clock if isinstance(loop, _VirtualTimeEventLoop) else None
+
+
+def _threads_busy(delta: int) -> None:
+    clock = _current_virtual_clock()
+    if clock is not None:
+        clock._threads(delta)
+
+
+_threads.BUSY_HOOK = _threads_busy
 
 
 def virtual_time_backend(
@@ -157,6 +233,12 @@ class _AutojumpSelector(selectors.DefaultSelector):
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         if timeout is None or timeout <= 0:
             return super().select(timeout)
+        if self._clock.threads_busy:
+            # A worker thread is working: virtual time flows at the real rate.
+            started = time.monotonic()
+            ready = super().select(timeout)
+            self._clock.jump(min(timeout, time.monotonic() - started))
+            return ready
         ready = super().select(self._clock.autojump_threshold)
         if not ready:
             self._clock.jump(timeout)

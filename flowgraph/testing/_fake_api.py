@@ -1,43 +1,42 @@
-"""FakeAPI: a deterministic paginated HTTP API as a plain ASGI 3 app, and a loopback server for it.
+"""FakeAPI: your API's routes and records, or a ready-made paginated one, to test clients against.
 
-Run it in-process with ``httpx.ASGITransport(app=api)`` (wrap that in a
-:class:`~flowgraph.testing.FlakyTransport` to add faults), or on a real
-127.0.0.1 port with :func:`open_server`, which serves it with hypercorn on
-whichever of asyncio or trio is running.
+One object serves three ways: as an ASGI 3 app (``httpx.ASGITransport(app=api)``,
+or a real loopback port with :func:`open_server`), and directly as an httpx
+transport, async and sync (``httpx.AsyncClient(transport=api)``,
+``httpx.Client(transport=api)``). Wrap it in a
+:class:`~flowgraph.testing.FlakyTransport` to add faults.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import logging
+import inspect
 import math
-import socket
+import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, cast, final
-from urllib.parse import parse_qs, urlencode
+from typing import TYPE_CHECKING, Any, final
 
 import anyio
+import httpx
 
-Scope = Mapping[str, Any]
-Receive = Callable[[], Awaitable[Mapping[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-"""An ASGI 3 application."""
+from ._match import ANY, Match, PathPattern
+from ._records import Recorder, RequestLog, RequestRecord
+from ._routes import (
+    Answer,
+    Collection,
+    Route,
+    raw_body,
+    raw_body_sync,
+    to_response,
+    validated_records,
+)
+from ._server import Receive, Scope, Send, lifespan, read_request
+from ._tables import Generated, Pages, Pagination, items_cursor, items_one, items_page
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
 
 Record = dict[str, Any]
-
-_logger = logging.getLogger("flowgraph.testing.server")
-_GRACE = 1.0  # seconds open connections get to finish when a served app stops
-_SHUTDOWN_LIMIT = _GRACE + 4.0  # seconds after which a server that has not stopped is cancelled
-
-
-class _BadRequest(Exception):
-    """A query parameter the API rejects; the message goes to the client as a 400."""
 
 
 @final
@@ -46,40 +45,63 @@ class FakeAPIStatistics:
     """Counts of the HTTP requests a :class:`FakeAPI` has seen."""
 
     received: int  # every HTTP request
-    served: int  # answered 200
+    served: int  # answered with a 2xx status
     rate_limited: int  # answered 429 by the server-side rate limit
 
 
+@dataclass(slots=True)
+class _Call:
+    """One request on its way through the API."""
+
+    request: httpx.Request
+    index: int
+    attempt: int
+    time: float
+    route: Route | None  # None when the API itself answered (429, 404, 405)
+    answer: Answer
+    params: dict[str, Any]
+
+    def result(self) -> Any:
+        if callable(self.answer) and not isinstance(self.answer, httpx.Response):
+            return self.answer(self.request, **self.params)
+        return self.answer
+
+
 @final
-class FakeAPI:
-    """A paginated JSON API over deterministic records, written directly against ASGI 3.
+class FakeAPI(httpx.AsyncBaseTransport, httpx.BaseTransport):
+    """A JSON API to test against: your routes and records, and a ready-made paginated one.
 
-    Record *i* (``1 <= i <= records``) is always :meth:`record` ``(i)``, so a test
-    can check that every record arrived exactly once. Routes (``GET`` only):
+    Declare what your API does with :meth:`route` (a handler, or answers served in
+    turn: fail twice, then succeed) and :meth:`collection` (a table of records,
+    served by pages, offsets or cursors, and one by one). Every request is
+    recorded in :attr:`requests` for assertions. Routes are tried in the order
+    they were declared; a request no route takes gets a 405 (with ``Allow``) if
+    its path exists for other methods, else a 404.
 
-    - ``/items?page=N&page_size=M``: page-number style, pages from 1; the body has
-      ``items``, ``page``, ``page_size``, ``total``, ``total_pages`` and
-      ``next_page`` (``null`` on the last page).
-    - ``/items?offset=N&limit=M``: offset style; ``items``, ``offset``, ``limit``,
-      ``total`` and ``next_offset`` (``null`` at the end).
-    - ``/items/cursor?cursor=C&limit=M``: cursor style, starting without a cursor;
-      ``items``, ``next_cursor`` and ``next`` (an absolute URL, also sent as a
-      ``Link: <...>; rel="next"`` header when *link_header* is true), both ``null``
-      at the end.
-    - ``/items/{id}``: one record, or 404.
+    Without any declaration it serves *records* generated records, record *i*
+    (``1 <= i <= records``) always :meth:`record` ``(i)``, so a test can check
+    that every record arrived exactly once:
 
-    Bad parameters get a 400 with ``{"error": ...}``, unknown paths a 404, other
-    methods a 405. With *rate_limit* ``(n, per)``, a request arriving when ``n``
-    requests were already accepted in the last *per* seconds gets a 429 with a
-    ``Retry-After`` header (whole seconds until a slot frees, at least 1). Time
-    is read with ``anyio.current_time()``, so a virtual clock applies when the
-    app runs in-process.
+    - ``GET /items?page=N&page_size=M``: page numbers from 1; the body has ``items``,
+      ``page``, ``page_size``, ``total``, ``total_pages`` and ``next_page``.
+    - ``GET /items?offset=N&limit=M``: offsets; ``items``, ``offset``, ``limit``,
+      ``total`` and ``next_offset``.
+    - ``GET /items/cursor?cursor=C&limit=M``: cursors; ``items``, ``next_cursor``
+      and ``next`` (an absolute URL, also sent as ``Link: <...>; rel="next"``
+      when *link_header* is true).
+    - ``GET /items/{id}``: one record, or 404.
+
+    Bad parameters get a 400 with ``{"error": ...}``. With *rate_limit* ``(n, per)``,
+    a request arriving when ``n`` requests were already accepted in the last *per*
+    seconds gets a 429 with a ``Retry-After`` header (whole seconds until a slot
+    frees, at least 1). Time is ``anyio.current_time()`` (``time.monotonic()`` for
+    a sync client), so a virtual clock applies in-process.
 
     Args:
-        records: how many records exist.
-        page_size: the default page size and limit.
-        rate_limit: ``(requests, per_seconds)``, or ``None`` for no limit.
-        link_header: whether cursor pages carry a ``Link`` header.
+        records: how many generated records exist.
+        page_size: their default page size and limit.
+        rate_limit: ``(requests, per_seconds)`` over every route, or ``None``.
+        link_header: whether generated cursor pages carry a ``Link`` header.
 
     Raises:
         ValueError: if *records* < 0, *page_size* < 1, or *rate_limit* is not a
@@ -109,10 +131,24 @@ class FakeAPI:
         self.page_size = page_size
         self.rate_limit = rate_limit
         self.link_header = link_header
+        self._recorder = Recorder()
+        self._lock = self._recorder.lock
+        self._routes: list[Route] = []
+        self._builtin = [
+            Route(Match("GET", "/items"), self._lock).respond(
+                lambda request: items_page(request, self._generated(), self.page_size)
+            ),
+            Route(Match("GET", "/items/cursor"), self._lock).respond(
+                lambda request: items_cursor(
+                    request, self._generated(), self.page_size, self.link_header
+                )
+            ),
+            Route(Match("GET", "/items/{id}"), self._lock).respond(
+                lambda request, id: items_one(self._generated(), id)
+            ),
+        ]
         self._accepted: deque[float] = deque()
-        self._received = 0
-        self._served = 0
-        self._rate_limited = 0
+        self._received = self._served = self._rate_limited = 0
 
     def __repr__(self) -> str:
         options = f"records={self.records}, page_size={self.page_size}"
@@ -122,18 +158,156 @@ class FakeAPI:
             options += ", link_header=False"
         return f"FakeAPI({options})"
 
+    # -- declaring ------------------------------------------------------------------------
+
+    def route(
+        self,
+        method: str,
+        path: PathPattern,
+        *,
+        query: Mapping[str, object] | None = None,
+        headers: Mapping[str, object] | None = None,
+        json: Any = ANY,
+        content: bytes | str | None = None,
+    ) -> Route:
+        """Declare a route for the requests that meet every condition given.
+
+        *path* is a pattern such as ``"/users/{user_id:int}"``; its parameters go
+        to the handler as keyword arguments. Give the route its answers with
+        :meth:`Route.respond`, or use it as a decorator::
+
+            @api.route("GET", "/users/{user_id:int}")
+            def user(request: httpx.Request, user_id: int) -> dict:
+                return {"id": user_id}
+
+        Args:
+            method: the HTTP method, e.g. ``"POST"``.
+            path: the path pattern (see :data:`~flowgraph.testing.PathPattern`).
+            query: query parameters the URL must carry (``None`` as a value: absent).
+            headers: headers the request must carry (``None`` as a value: absent).
+            json: the body, parsed as JSON, must equal this value.
+            content: the body must be exactly these bytes.
+
+        Raises:
+            ValueError, TypeError: on an invalid method, pattern or condition.
+        """
+        match = Match(method, path, query=query, headers=headers, json=json, content=content)
+        route = Route(match, self._lock)
+        self._routes.append(route)
+        return route
+
+    def collection(
+        self,
+        path: str,
+        records: Iterable[Any],
+        *,
+        pagination: Pagination = "page",
+        page_size: int = 50,
+        params: Mapping[str, str] | None = None,
+        items: str | None = "items",
+        key: str | None = "id",
+        link_header: bool = True,
+    ) -> Collection:
+        """Serve *records* at *path*, page by page, and one by one at ``path/{key}``.
+
+        Pages: ``"page"`` (``?page=N&page_size=M``, from 1), ``"offset"``
+        (``?offset=N&limit=M``, from 0) or ``"cursor"`` (``?cursor=C&limit=M``, the
+        first page without a cursor). Every record is served exactly once over the
+        pages, in order, whatever the size asked for. The body is ``{items: [...],
+        ...}`` with the same fields as the generated ``/items``, or the bare list
+        when *items* is ``None``.
+
+        Args:
+            path: where the list is served, e.g. ``"/breweries"``.
+            records: the JSON records, in the order they are served.
+            pagination: ``"page"``, ``"offset"`` or ``"cursor"``.
+            page_size: the size of a page when the request names none.
+            params: your API's names for the style's parameters, e.g.
+                ``{"page_size": "per_page"}``.
+            items: the key of the records in the body, or ``None`` for a bare list.
+            key: the field that identifies a record at ``path/{key}``, or ``None``.
+            link_header: whether a page with a next one carries ``Link: <url>; rel="next"``.
+
+        Returns:
+            The :class:`Collection`; its ``records`` list may be changed between requests.
+
+        Raises:
+            ValueError, TypeError: on an unknown style, a bad size or rename, a
+                record that is not JSON, or records missing or repeating *key*.
+        """
+        pages = Pages.build(
+            pagination, page_size=page_size, params=params, items=items, link_header=link_header
+        )
+        table = Collection(path, validated_records(records, key), pages, key, self._lock)
+        self._routes += table.routes
+        return table
+
+    # -- reading --------------------------------------------------------------------------
+
     @staticmethod
     def record(record_id: int) -> Record:
-        """The record with id *record_id*, the same on every call and in every FakeAPI."""
+        """The generated record *record_id*, the same on every call and in every FakeAPI."""
         return {"id": record_id, "name": f"item-{record_id:05d}", "value": record_id * 7919 % 10007}
 
     def all_records(self) -> list[Record]:
-        """Every record, in id order: what a complete crawl must yield."""
+        """Every generated record, in id order: what a complete crawl of ``/items`` must yield."""
         return [self.record(i) for i in range(1, self.records + 1)]
+
+    @property
+    def requests(self) -> RequestLog:
+        """Every request the API has answered (or failed on), in arrival order."""
+        return self._recorder.log()
 
     def statistics(self) -> FakeAPIStatistics:
         """A snapshot of the request counters."""
-        return FakeAPIStatistics(self._received, self._served, self._rate_limited)
+        with self._lock:
+            return FakeAPIStatistics(self._received, self._served, self._rate_limited)
+
+    # -- serving ----------------------------------------------------------------------------
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Answer *request* in-process, as an async httpx transport."""
+        status, headers, content = await self._answer(request)
+        return httpx.Response(status, headers=headers, content=content)
+
+    async def _answer(self, request: httpx.Request) -> tuple[int, httpx.Headers, bytes]:
+        await request.aread()
+        call = self._begin(request, anyio.current_time())
+        status: int | None = None
+        try:
+            result = call.result()
+            if inspect.isawaitable(result):
+                result = await result
+            response = to_response(result, call.route) if call.route else result
+            content = await raw_body(response)
+            status = response.status_code
+            return status, response.headers, content
+        finally:
+            self._finish(call, status)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Answer *request* in-process, as a sync httpx transport.
+
+        Raises:
+            TypeError: if the route's handler is async, which a sync client cannot await.
+        """
+        request.read()
+        call = self._begin(request, time.monotonic())
+        status: int | None = None
+        try:
+            result = call.result()
+            if inspect.isawaitable(result):
+                getattr(result, "close", lambda: None)()
+                raise TypeError(
+                    f"{call.route!r} has an async handler, which httpx.Client cannot await: "
+                    "use httpx.AsyncClient, or a sync handler"
+                )
+            response = to_response(result, call.route) if call.route else result
+            content = raw_body_sync(response)
+            status = response.status_code
+            return httpx.Response(status, headers=response.headers, content=content)
+        finally:
+            self._finish(call, status)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection scope (``http`` or ``lifespan``).
@@ -142,56 +316,76 @@ class FakeAPI:
             ValueError: for a scope type other than ``http`` or ``lifespan``.
         """
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await lifespan(receive, send)
             return
         if scope["type"] != "http":
             raise ValueError(
                 f"FakeAPI serves only http and lifespan scopes (got {scope['type']!r})"
             )
-        self._received += 1
-        status, body, headers = self._respond(scope)
-        if status == 200:
-            self._served += 1
-        elif status == 429:
-            self._rate_limited += 1
-        content = json.dumps(body).encode()
-        headers += [
-            (b"content-type", b"application/json"),
-            (b"content-length", b"%d" % len(content)),
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+        request = await read_request(scope, receive)
+        if request is None:
+            return  # the client went away before sending the whole request
+        status, headers, content = await self._answer(request)
+        await send({"type": "http.response.start", "status": status, "headers": headers.raw})
         await send({"type": "http.response.body", "body": content})
 
-    def _respond(self, scope: Scope) -> tuple[int, Any, list[tuple[bytes, bytes]]]:
-        wait = self._admit()
+    def _begin(self, request: httpx.Request, now: float) -> _Call:
+        with self._lock:
+            index, attempt = self._recorder.arrive(request)
+            self._received += 1
+            wait = self._admit(now)
         if wait is not None:
-            retry_after = str(max(1, math.ceil(wait))).encode()
-            return 429, {"error": "rate limit exceeded"}, [(b"retry-after", retry_after)]
-        if scope["method"] != "GET":
-            return 405, {"error": f"method {scope['method']} not allowed"}, [(b"allow", b"GET")]
-        path: str = scope["path"]
-        query = {k: v[-1] for k, v in parse_qs(scope["query_string"].decode("latin-1")).items()}
-        try:
-            if path == "/items":
-                if "offset" in query or "limit" in query:
-                    return 200, self._offset_page(query), []
-                return 200, self._numbered_page(query), []
-            if path == "/items/cursor":
-                return self._cursor_page(scope, query)
-            if path.startswith("/items/"):
-                record_id = _integer(path.removeprefix("/items/"), "record id", minimum=1)
-                if record_id <= self.records:
-                    return 200, self.record(record_id), []
-        except _BadRequest as exc:
-            return 400, {"error": str(exc)}, []
-        return 404, {"error": f"no resource at {path}"}, []
+            with self._lock:
+                self._rate_limited += 1
+            retry_after = str(max(1, math.ceil(wait)))
+            limited = httpx.Response(
+                429, headers={"retry-after": retry_after}, json={"error": "rate limit exceeded"}
+            )
+            return _Call(request, index, attempt, now, None, limited, {})
+        route, params, refusal = self._resolve(request)
+        answer: Answer = refusal if route is None else route.next_answer()
+        return _Call(request, index, attempt, now, route, answer, params)
 
-    def _admit(self) -> float | None:
+    def _resolve(
+        self, request: httpx.Request
+    ) -> tuple[Route | None, dict[str, Any], httpx.Response]:
+        routes = [*self._routes, *self._builtin]
+        for route in routes:
+            params = route.match.params(request)
+            if params is not None:
+                return route, params, httpx.Response(200)
+        method, path = request.method, request.url.path
+        there = [r.match.method for r in routes if r.match.path_params(path) is not None]
+        if there and method not in there and None not in there:
+            allow = ", ".join(sorted({m for m in there if m is not None}))
+            error = {"error": f"method {method} not allowed"}
+            return None, {}, httpx.Response(405, headers={"allow": allow}, json=error)
+        return None, {}, httpx.Response(404, json={"error": f"no route matches {method} {path}"})
+
+    def _finish(self, call: _Call, status: int | None) -> None:
+        request = call.request
+        record = RequestRecord(
+            call.index,
+            request.method,
+            str(request.url),
+            call.attempt,
+            None,
+            status,
+            call.time,
+            request,
+        )
+        self._recorder.add(record)
+        if call.route is not None:
+            call.route.add(record)
+        if status is not None and 200 <= status < 300:
+            with self._lock:
+                self._served += 1
+
+    def _admit(self, now: float) -> float | None:
         """Count one request against the rate limit; return the wait if it is over."""
         if self.rate_limit is None:
             return None
         limit, per = self.rate_limit
-        now = anyio.current_time()
         # Invariant: _accepted holds the arrival times of accepted requests in the last *per* s.
         while self._accepted and self._accepted[0] <= now - per:
             self._accepted.popleft()
@@ -200,162 +394,5 @@ class FakeAPI:
         self._accepted.append(now)
         return None
 
-    def _slice(self, offset: int, limit: int) -> list[Record]:
-        return [self.record(i) for i in range(offset + 1, min(offset + limit, self.records) + 1)]
-
-    def _numbered_page(self, query: Mapping[str, str]) -> Any:
-        if "page" in query and "offset" in query:
-            raise _BadRequest("use either page or offset, not both")
-        page = _integer(query.get("page", "1"), "page", minimum=1)
-        size = _integer(query.get("page_size", str(self.page_size)), "page_size", minimum=1)
-        pages = math.ceil(self.records / size)
-        return {
-            "items": self._slice((page - 1) * size, size),
-            "page": page,
-            "page_size": size,
-            "total": self.records,
-            "total_pages": pages,
-            "next_page": page + 1 if page < pages else None,
-        }
-
-    def _offset_page(self, query: Mapping[str, str]) -> Any:
-        if "page" in query:
-            raise _BadRequest("use either page or offset, not both")
-        offset = _integer(query.get("offset", "0"), "offset", minimum=0)
-        limit = _integer(query.get("limit", str(self.page_size)), "limit", minimum=1)
-        end = offset + limit
-        return {
-            "items": self._slice(offset, limit),
-            "offset": offset,
-            "limit": limit,
-            "total": self.records,
-            "next_offset": end if end < self.records else None,
-        }
-
-    def _cursor_page(
-        self, scope: Scope, query: Mapping[str, str]
-    ) -> tuple[int, Any, list[tuple[bytes, bytes]]]:
-        offset = _decode_cursor(query["cursor"]) if "cursor" in query else 0
-        limit = _integer(query.get("limit", str(self.page_size)), "limit", minimum=1)
-        end = offset + limit
-        cursor = next_url = None
-        headers: list[tuple[bytes, bytes]] = []
-        if end < self.records:
-            cursor = base64.urlsafe_b64encode(f"offset:{end}".encode()).decode().rstrip("=")
-            params = {"cursor": cursor} | ({"limit": query["limit"]} if "limit" in query else {})
-            next_url = (
-                f"{_origin(scope)}{scope.get('root_path', '')}/items/cursor?{urlencode(params)}"
-            )
-            if self.link_header:
-                headers.append((b"link", f'<{next_url}>; rel="next"'.encode()))
-        body = {"items": self._slice(offset, limit), "next_cursor": cursor, "next": next_url}
-        return 200, body, headers
-
-
-def _integer(text: str, name: str, *, minimum: int) -> int:
-    message = f"{name} must be an integer >= {minimum} (got {text!r})"
-    try:
-        value = int(text)
-    except ValueError:
-        raise _BadRequest(message) from None
-    if value < minimum:
-        raise _BadRequest(message)
-    return value
-
-
-def _decode_cursor(cursor: str) -> int:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        label, _, offset = base64.urlsafe_b64decode(padded.encode()).decode().partition(":")
-        if label == "offset" and offset.isascii() and offset.isdigit():
-            return int(offset)
-    except (binascii.Error, UnicodeDecodeError):
-        pass
-    raise _BadRequest(f"invalid cursor {cursor!r}")
-
-
-def _origin(scope: Scope) -> str:
-    headers = dict(scope.get("headers", []))
-    host = headers.get(b"host", b"").decode("latin-1")
-    if not host and scope.get("server"):
-        server_host, port = scope["server"]
-        host = f"{server_host}:{port}"
-    return f"{scope.get('scheme', 'http')}://{host or 'localhost'}"
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-
-
-@asynccontextmanager
-async def open_server(app: ASGIApp, *, host: str = "127.0.0.1") -> AsyncIterator[str]:
-    """Serve the ASGI *app* with hypercorn on a free port of *host*; yield its base URL.
-
-    The socket is bound and listening before the block starts, so requests made
-    at once succeed. Works on asyncio and trio (hypercorn supports both). On
-    exit, whether the block ends, raises or is cancelled, the server shuts down
-    gracefully, giving open connections up to one second to finish; an exception
-    from the block then propagates unchanged, not wrapped in an ExceptionGroup.
-    Use real time: over a real socket a virtual clock would fire timeouts early.
-    Server-side errors are logged to the ``flowgraph.testing.server`` logger.
-
-    Yields:
-        The base URL, e.g. ``"http://127.0.0.1:54321"``.
-
-    Raises:
-        OSError: if the address cannot be bound.
-    """
-    from hypercorn.config import Config
-
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        sock.listen()
-        port = sock.getsockname()[1]
-        config = Config()
-        # hypercorn adopts the descriptor and closes it at shutdown.
-        config.bind = [f"fd://{sock.detach()}"]
-    config.accesslog = None
-    config.errorlog = _logger
-    config.graceful_timeout = _GRACE
-    shutdown = anyio.Event()
-    # hypercorn's asyncio server breaks if cancelled with connections open, so it runs
-    # shielded and always stops through *shutdown*; the deadline only bounds a hang.
-    server_scope = anyio.CancelScope(shield=True)
-    error: BaseException | None = None
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(_serve, app, config, shutdown, server_scope)
-        try:
-            yield f"http://{f'[{host}]' if family == socket.AF_INET6 else host}:{port}"
-        except BaseException as exc:
-            # Re-raised below, outside the task group, so it is not wrapped in an ExceptionGroup.
-            error = exc
-        finally:
-            shutdown.set()
-            server_scope.deadline = anyio.current_time() + _SHUTDOWN_LIMIT
-    if error is not None:
-        raise error
-
-
-async def _serve(
-    app: ASGIApp, config: Any, shutdown: anyio.Event, scope: anyio.CancelScope
-) -> None:
-    import sniffio
-
-    with scope:
-        if sniffio.current_async_library() == "trio":
-            from hypercorn.trio import serve as serve_trio
-
-            await serve_trio(cast("Any", app), config, shutdown_trigger=shutdown.wait, mode="asgi")
-        else:
-            from hypercorn.asyncio import serve as serve_asyncio
-
-            await serve_asyncio(
-                cast("Any", app), config, shutdown_trigger=shutdown.wait, mode="asgi"
-            )
+    def _generated(self) -> Generated:
+        return Generated(self.records, self.record)

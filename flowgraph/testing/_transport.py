@@ -1,16 +1,20 @@
-"""FlakyTransport: an httpx transport that injects the faults of a FaultPlan."""
+"""FlakyTransport: an httpx transport, async and sync, that injects the faults of a FaultPlan."""
 
 from __future__ import annotations
 
+import inspect
+import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine
 from typing import final
 
 import anyio
 import httpx
 
-from ._faults import Fault, FaultKind, FaultPlan
+from ._faults import Fault, FaultKind
+from ._plan import FaultPlan
+from ._records import Recorder, RequestLog, RequestRecord
+from ._streams import cut_short, slowed, wait, wait_sync
 
 Handler = (
     Callable[[httpx.Request], httpx.Response]
@@ -19,57 +23,48 @@ Handler = (
 """A sync or async function from request to response, as ``httpx.MockTransport`` takes."""
 
 _INVALID_JSON = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>\n"
-_BODY_HEADERS = frozenset({"content-length", "content-encoding", "transfer-encoding"})
+_BROKEN_BODIES = (FaultKind.TRUNCATED_BODY, FaultKind.CONNECTION_RESET)
 
 
 @final
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
-    """One request that went through a :class:`FlakyTransport`, and what it got."""
+class FlakyTransport(httpx.AsyncBaseTransport, httpx.BaseTransport):
+    """Wrap a transport (or a handler, or a FakeAPI) and inject the faults of *plan*.
 
-    index: int  # arrival order on this transport, from 0
-    method: str
-    url: str
-    attempt: int  # count of requests with this method and URL so far, from 1
-    fault: FaultKind | None  # the fault injected, or None
-    status_code: int | None  # the status returned, or None if an exception was raised
-    time: float  # anyio.current_time() when the request arrived
+    Shaped like ``httpx.MockTransport``: pass it to ``httpx.AsyncClient(transport=...)``,
+    or to ``httpx.Client(transport=...)`` when what it wraps is synchronous (a
+    sync handler, ``httpx.HTTPTransport``, a :class:`FakeAPI` with sync routes).
+    Faults that replace the response (connection errors, timeouts, 5xx, 429,
+    invalid JSON) never call the wrapped transport, as a server that failed
+    never did the work; latency, broken bodies and slow streams wrap a real
+    response, so the server did the work. Errors are raised as a real transport
+    raises them (``httpx.ConnectError``, ``httpx.ReadTimeout``,
+    ``httpx.RemoteProtocolError``, ``httpx.ReadError``), with the request attached.
 
-
-@final
-class FlakyTransport(httpx.AsyncBaseTransport):
-    """Wrap an async transport (or a handler) and inject the faults of *plan*.
-
-    Shaped like ``httpx.MockTransport``: pass it to
-    ``httpx.AsyncClient(transport=...)``. Faults that replace the response
-    (connection errors, timeouts, 5xx, 429, invalid JSON) never call the wrapped
-    transport, as a server that failed never did the work; latency, truncated
-    bodies and slow streams wrap a real response. Errors are raised as a real
-    transport raises them (``httpx.ConnectError``, ``httpx.ConnectTimeout``,
-    ``httpx.ReadTimeout``), with the request attached.
-
-    Delays use ``anyio.sleep``, so they work on asyncio and trio and cost nothing
-    under a virtual clock. Cancelling a request while it is delayed cancels it
-    cleanly; it is still recorded, with no status. Every request is recorded in
-    :attr:`records`, with the fault injected (or ``None``).
+    Latency or a pause in a slow body longer than the request's read timeout
+    raises ``httpx.ReadTimeout`` once that timeout has passed. Async delays use
+    ``anyio.sleep``, so they work on asyncio and trio and cost nothing under a
+    virtual clock; sync delays use ``time.sleep``. Cancelling a request while it
+    is delayed cancels it cleanly; it is still recorded, with no status. Every
+    request is recorded in :attr:`records` with the fault injected (or ``None``).
 
     Args:
-        transport: the transport to wrap, e.g. ``httpx.ASGITransport(app)``, or a
-            handler function as for ``httpx.MockTransport``.
+        transport: what to wrap: ``httpx.ASGITransport(app)``, a :class:`FakeAPI`,
+            any httpx transport, or a handler function as for ``httpx.MockTransport``.
         plan: the faults to inject; the default injects none.
     """
 
     def __init__(
-        self, transport: httpx.AsyncBaseTransport | Handler, plan: FaultPlan | None = None
+        self,
+        transport: httpx.AsyncBaseTransport | httpx.BaseTransport | Handler,
+        plan: FaultPlan | None = None,
     ) -> None:
-        if not isinstance(transport, httpx.AsyncBaseTransport):
+        self._async_handler = inspect.iscoroutinefunction(transport)
+        if not isinstance(transport, httpx.AsyncBaseTransport | httpx.BaseTransport):
             transport = httpx.MockTransport(transport)
         self._inner = transport
         self._plan = FaultPlan() if plan is None else plan
-        self._attempts: dict[tuple[str, str], int] = {}
         self._streaks: dict[tuple[str, str], int] = {}
-        self._records: list[RequestRecord] = []
-        self._arrived = 0
+        self._recorder = Recorder()
 
     @property
     def plan(self) -> FaultPlan:
@@ -77,27 +72,28 @@ class FlakyTransport(httpx.AsyncBaseTransport):
         return self._plan
 
     @property
-    def records(self) -> tuple[RequestRecord, ...]:
+    def records(self) -> RequestLog:
         """Every finished request so far, in arrival order."""
-        return tuple(sorted(self._records, key=lambda record: record.index))
+        return self._recorder.log()
 
     @property
-    def faults_injected(self) -> tuple[RequestRecord, ...]:
+    def faults_injected(self) -> RequestLog:
         """The records of the requests that got a fault, in arrival order."""
-        return tuple(record for record in self.records if record.fault is not None)
+        return RequestLog(record for record in self.records if record.fault is not None)
 
     @property
     def fault_counts(self) -> Counter[FaultKind]:
         """How many times each fault kind was injected."""
-        return Counter(record.fault for record in self._records if record.fault is not None)
+        return Counter(record.fault for record in self.records if record.fault is not None)
 
     def describe(self) -> str:
         """One line for a failing test: requests, faults by kind, and the plan that replays them."""
-        counts = ", ".join(f"{kind.value}={n}" for kind, n in sorted(self.fault_counts.items()))
-        requests, faults = len(self._records), sum(self.fault_counts.values())
+        counts = self.fault_counts
+        listed = ", ".join(f"{kind.value}={n}" for kind, n in sorted(counts.items()))
+        requests, faults = len(self.records), sum(counts.values())
         return (
             f"{requests} request{'s' * (requests != 1)}, {faults} fault{'s' * (faults != 1)}"
-            f" injected{f' ({counts})' if counts else ''} by {self._plan!r}"
+            f" injected{f' ({listed})' if listed else ''} by {self._plan!r}"
         )
 
     def __repr__(self) -> str:
@@ -107,42 +103,87 @@ class FlakyTransport(httpx.AsyncBaseTransport):
         """Send *request* through the plan: inject its fault or pass it to the wrapped transport.
 
         Raises:
-            httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadTimeout: when the
-                plan injects one, and whatever the wrapped transport raises.
+            httpx.TransportError: the injected error, or whatever the wrapped transport raises.
+            TypeError: if the wrapped transport is synchronous only.
         """
-        key = (request.method, str(request.url))
-        attempt = self._attempts[key] = self._attempts.get(key, 0) + 1
-        index, self._arrived = self._arrived, self._arrived + 1
+        if not isinstance(self._inner, httpx.AsyncBaseTransport):
+            raise TypeError(
+                f"FlakyTransport wraps {self._inner!r}, which is sync only: use httpx.Client"
+            )
+        await request.aread()
+        index, attempt, fault = self._arrive(request)
         arrived = anyio.current_time()
-        fault = self._bounded(key, self._plan.decide(*key, attempt))
         status: int | None = None
         try:
             response = await self._apply(fault, request)
             status = response.status_code
             return response
         finally:
-            kind = None if fault is None else fault.kind
-            self._records.append(
-                RequestRecord(index, request.method, key[1], attempt, kind, status, arrived)
+            self._record(request, index, attempt, fault, status, arrived)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """:meth:`handle_async_request` for ``httpx.Client``; delays use ``time.sleep``.
+
+        Raises:
+            httpx.TransportError: the injected error, or whatever the wrapped transport raises.
+            TypeError: if the wrapped transport or handler is asynchronous only.
+        """
+        if not isinstance(self._inner, httpx.BaseTransport) or self._async_handler:
+            raise TypeError(
+                f"FlakyTransport wraps {self._inner!r}, which is async only: use "
+                "httpx.AsyncClient, or wrap a sync handler or transport (a FakeAPI serves both)"
             )
+        request.read()
+        index, attempt, fault = self._arrive(request)
+        arrived = time.monotonic()
+        status: int | None = None
+        try:
+            response = self._apply_sync(fault, request)
+            status = response.status_code
+            return response
+        finally:
+            self._record(request, index, attempt, fault, status, arrived)
 
     async def aclose(self) -> None:
         """Close the wrapped transport."""
-        await self._inner.aclose()
+        if isinstance(self._inner, httpx.AsyncBaseTransport):
+            await self._inner.aclose()
 
-    def _bounded(self, key: tuple[str, str], fault: Fault | None) -> Fault | None:
-        # Invariant: self._streaks[key] is the number of failing faults injected in a row
-        # on the latest attempts at key; decided at arrival, so it follows attempt order.
-        failing = fault is not None and fault.kind.is_failure
-        limit = self._plan.max_consecutive
-        if failing and limit is not None and self._streaks.get(key, 0) >= limit:
-            fault, failing = None, False
-        self._streaks[key] = self._streaks.get(key, 0) + 1 if failing else 0
-        return fault
+    def close(self) -> None:
+        """Close the wrapped transport."""
+        if isinstance(self._inner, httpx.BaseTransport):
+            self._inner.close()
 
-    async def _apply(self, fault: Fault | None, request: httpx.Request) -> httpx.Response:
-        if fault is None:
-            return await self._inner.handle_async_request(request)
+    def _arrive(self, request: httpx.Request) -> tuple[int, int, Fault | None]:
+        key = (request.method, str(request.url))
+        with self._recorder.lock:
+            index, attempt = self._recorder.arrive(request)
+            # Invariant: _streaks[key] counts the failing faults injected in a row on the
+            # latest attempts at key; decided at arrival, so it follows attempt order.
+            streak = self._streaks.get(key, 0)
+            fault = self._plan.decide_request(request, attempt, streak=streak)
+            failing = fault is not None and fault.kind.is_failure
+            self._streaks[key] = streak + 1 if failing else 0
+        return index, attempt, fault
+
+    def _record(
+        self,
+        request: httpx.Request,
+        index: int,
+        attempt: int,
+        fault: Fault | None,
+        status: int | None,
+        arrived: float,
+    ) -> None:
+        kind = None if fault is None else fault.kind
+        self._recorder.add(
+            RequestRecord(
+                index, request.method, str(request.url), attempt, kind, status, arrived, request
+            )
+        )
+
+    def _replacement(self, fault: Fault, request: httpx.Request) -> httpx.Response | None:
+        """Raise or answer for a fault that never reaches the server; ``None`` for the others."""
         kind = fault.kind
         if kind is FaultKind.CONNECT_ERROR:
             raise httpx.ConnectError("connection refused (injected fault)", request=request)
@@ -155,62 +196,56 @@ class FlakyTransport(httpx.AsyncBaseTransport):
                 200, headers={"content-type": "application/json"}, content=_INVALID_JSON
             )
         if fault.status is not None:
-            return _error_response(fault.status, self._plan.retry_after)
-        if kind is FaultKind.LATENCY:
-            await anyio.sleep(fault.delay)
+            reason = httpx.codes.get_reason_phrase(fault.status)
+            headers = (
+                {"retry-after": self._plan.retry_after_header()} if fault.status == 429 else {}
+            )
+            return httpx.Response(
+                fault.status, headers=headers, json={"error": reason, "injected": True}
+            )
+        return None
+
+    async def _apply(self, fault: Fault | None, request: httpx.Request) -> httpx.Response:
+        if fault is not None and (replaced := self._replacement(fault, request)) is not None:
+            return replaced
+        assert isinstance(self._inner, httpx.AsyncBaseTransport)
         response = await self._inner.handle_async_request(request)
-        if kind is FaultKind.TRUNCATED_BODY:
-            return await _truncated(response, fault.fraction)
-        if kind is FaultKind.SLOW_STREAM:
-            return _slowed(response, self._plan.stream_chunk_size, self._plan.stream_delay)
+        if fault is None:
+            return response
+        try:
+            if fault.kind is FaultKind.LATENCY:
+                await wait(request, fault.delay, "injected latency")
+            elif fault.kind in _BROKEN_BODIES:
+                body = await response.aread()
+                reset = fault.kind is FaultKind.CONNECTION_RESET
+                return cut_short(response, request, body, fault.fraction, reset=reset)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+            raise
+        if fault.kind is FaultKind.SLOW_STREAM:
+            plan = self._plan
+            return slowed(response, request, plan.stream_chunk_size, plan.stream_delay)
         return response
 
-
-def _error_response(status: int, retry_after: int) -> httpx.Response:
-    reason = httpx.codes.get_reason_phrase(status)
-    headers = {"retry-after": str(retry_after)} if status == 429 else {}
-    return httpx.Response(status, headers=headers, json={"error": reason, "injected": True})
-
-
-async def _truncated(response: httpx.Response, fraction: float) -> httpx.Response:
-    body = await response.aread()
-    headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _BODY_HEADERS]
-    return httpx.Response(
-        response.status_code,
-        headers=headers,
-        content=body[: int(len(body) * fraction)],
-        extensions=response.extensions,
-    )
-
-
-def _slowed(response: httpx.Response, chunk_size: int, delay: float) -> httpx.Response:
-    stream = response.stream
-    if not isinstance(stream, httpx.AsyncByteStream):
-        raise TypeError(f"FlakyTransport needs an async response stream (got {stream!r})")
-    return httpx.Response(
-        response.status_code,
-        headers=response.headers,
-        stream=_SlowStream(stream, chunk_size, delay),
-        extensions=response.extensions,
-    )
-
-
-class _SlowStream(httpx.AsyncByteStream):
-    """Re-chunk a response body into *chunk_size* pieces with *delay* seconds between them."""
-
-    def __init__(self, inner: httpx.AsyncByteStream, chunk_size: int, delay: float) -> None:
-        self._inner = inner
-        self._chunk_size = chunk_size
-        self._delay = delay
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        first = True
-        async for chunk in self._inner:
-            for start in range(0, len(chunk), self._chunk_size):
-                if not first:
-                    await anyio.sleep(self._delay)
-                first = False
-                yield chunk[start : start + self._chunk_size]
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+    def _apply_sync(self, fault: Fault | None, request: httpx.Request) -> httpx.Response:
+        if fault is not None and (replaced := self._replacement(fault, request)) is not None:
+            return replaced
+        assert isinstance(self._inner, httpx.BaseTransport)
+        response = self._inner.handle_request(request)
+        if fault is None:
+            return response
+        try:
+            if fault.kind is FaultKind.LATENCY:
+                wait_sync(request, fault.delay, "injected latency")
+            elif fault.kind in _BROKEN_BODIES:
+                body = response.read()
+                reset = fault.kind is FaultKind.CONNECTION_RESET
+                return cut_short(response, request, body, fault.fraction, reset=reset)
+        except BaseException:
+            response.close()
+            raise
+        if fault.kind is FaultKind.SLOW_STREAM:
+            plan = self._plan
+            return slowed(response, request, plan.stream_chunk_size, plan.stream_delay)
+        return response

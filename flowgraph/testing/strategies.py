@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 
 from hypothesis import strategies as st
 
-from ._faults import FAILURES, FaultKind, FaultPlan, Latency, ScheduledFault, fault_kind
+from ._faults import FAILURES, FaultKind, Latency, ScheduledFault, fault_kind
+from ._plan import FaultPlan
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -44,21 +45,26 @@ def latencies(*, max_seconds: float = 0.01) -> st.SearchStrategy[Latency]:
 
 
 def scheduled_faults(
-    kinds: Iterable[FaultKind | str] = FAILURES,
+    kinds: Iterable[FaultKind | str] = FAILURES, *, last_attempt: int = _MAX_ATTEMPT
 ) -> st.SearchStrategy[ScheduledFault]:
-    """Scheduled faults of one of *kinds* on a short run of early attempts at every URL.
+    """Scheduled faults of one of *kinds* on a run of up to 3 attempts at every URL.
+
+    The attempts lie between 1 and *last_attempt*.
 
     Raises:
-        ValueError: if *kinds* is empty or names an unknown kind.
+        ValueError: if *kinds* is empty or names an unknown kind, or *last_attempt* < 1.
     """
     choices = _kinds(kinds)
     if not choices:
         raise ValueError("kinds must name at least one fault kind (got none)")
-    return st.builds(
-        lambda kind, first, length: ScheduledFault(kind, attempts=range(first, first + length)),
-        st.sampled_from(choices),
-        st.integers(1, _MAX_ATTEMPT),
-        st.integers(1, 3),
+    if last_attempt < 1:
+        raise ValueError(f"last_attempt must be >= 1 (got {last_attempt})")
+    return st.integers(1, last_attempt).flatmap(
+        lambda first: st.builds(
+            lambda kind, length: ScheduledFault(kind, attempts=range(first, first + length)),
+            st.sampled_from(choices),
+            st.integers(1, min(3, last_attempt - first + 1)),
+        )
     )
 
 
@@ -79,8 +85,10 @@ def fault_plans(
     Args:
         kinds: the fault kinds plans may inject.
         max_probability: upper bound on the summed fault probability per request.
-        max_consecutive_failures: if set, every plan has this ``max_consecutive``, so
-            no URL fails more than that many times in a row.
+        max_consecutive_failures: if set, every plan has this ``max_consecutive``, and
+            its scheduled faults fall within the first that many attempts, so no URL
+            fails more than that many times in a row (a schedule always wins over
+            ``max_consecutive``, so later ones could break the bound).
         schedules: whether plans may also carry up to two :class:`ScheduledFault` s.
         latency: the ``latency`` distribution of every plan; ``None`` draws one
             from :func:`latencies` when *kinds* includes ``"latency"``.
@@ -118,13 +126,20 @@ def fault_plans(
         FaultPlan,
         seed=st.integers(0, 2**64 - 1),
         probabilities=probabilities,
-        schedule=st.lists(scheduled_faults(choices), max_size=2)
-        if schedules and choices
-        else st.just(()),
+        schedule=_schedules(choices, schedules, max_consecutive_failures),
         max_consecutive=st.just(max_consecutive_failures),
         latency=latency_strategy,
         stream_delay=st.just(stream_delay),
     )
+
+
+def _schedules(
+    choices: list[FaultKind], wanted: bool, bound: int | None
+) -> st.SearchStrategy[list[ScheduledFault]] | st.SearchStrategy[tuple[()]]:
+    if not (wanted and choices) or bound == 0:
+        return st.just(())
+    last = _MAX_ATTEMPT if bound is None else min(bound, _MAX_ATTEMPT)
+    return st.lists(scheduled_faults(choices, last_attempt=last), max_size=2)
 
 
 def _kinds(kinds: Iterable[FaultKind | str]) -> list[FaultKind]:

@@ -173,3 +173,37 @@ def test_validation(make: Any, error: type[Exception], message: str) -> None:
     """Bad arguments are rejected with a message naming the allowed values."""
     with pytest.raises(error, match=message):
         make()
+
+
+def test_run_gives_any_anyio_code_virtual_time(backend: str) -> None:
+    """VirtualClock.run runs a coroutine function under the clock and returns its result."""
+    clock = VirtualClock(backend)
+
+    async def day_of_polling(every: float) -> list[float]:
+        seen = []
+        with anyio.move_on_after(86_400):
+            while True:
+                await anyio.sleep(every)
+                seen.append(anyio.current_time())
+        return seen
+
+    real_start = time.perf_counter()
+    seen = clock.run(day_of_polling, 3600.0)
+    assert seen == [pytest.approx(3600.0 * n) for n in range(1, 24)]
+    assert clock.current_time() == pytest.approx(86_400)
+    assert time.perf_counter() - real_start < 2
+    assert clock.run(anyio.sleep, 1) is None
+    assert clock.current_time() == pytest.approx(86_401)
+
+
+def test_run_raises_what_the_coroutine_raises(backend: str) -> None:
+    """An error inside run() propagates unchanged; a virtual timeout fires at its deadline."""
+
+    async def too_slow() -> None:
+        with anyio.fail_after(30):
+            await anyio.sleep(60)
+
+    clock = VirtualClock(backend)
+    with pytest.raises(TimeoutError):
+        clock.run(too_slow)
+    assert clock.current_time() == pytest.approx(30)

@@ -177,13 +177,17 @@ def test_latency_distributions_sample_within_their_bounds() -> None:
         (
             {"probabilities": {"timeout": 0.1}},
             "unknown fault kind 'timeout'; expected one of: connect_error, connect_timeout, "
-            "read_timeout, server_error, rate_limited, latency, truncated_body, invalid_json, "
-            "slow_stream",
+            "read_timeout, server_error, rate_limited, latency, truncated_body, connection_reset, "
+            "invalid_json, slow_stream",
         ),
         ({"max_consecutive": -1}, "max_consecutive must be >= 0 or None (got -1)"),
         ({"statuses": []}, "statuses must name at least one 5xx status code (got none)"),
         ({"statuses": [503, 404]}, "statuses must be 5xx status codes (got 404)"),
-        ({"retry_after": -1}, "retry_after must be >= 0 seconds (got -1)"),
+        ({"retry_after": -1}, "retry_after must be a finite duration >= 0 seconds (got -1)"),
+        (
+            {"retry_after_format": "http"},
+            "retry_after_format must be 'seconds' or 'date' (got 'http')",
+        ),
         ({"stream_chunk_size": 0}, "stream_chunk_size must be >= 1 byte (got 0)"),
         (
             {"stream_delay": -0.5},
@@ -205,7 +209,9 @@ def test_plan_rejects_values_of_the_wrong_type() -> None:
         FaultPlan(seed="1")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"^probability of 'latency' must be a number \(got '1'\)$"):
         FaultPlan(probabilities={"latency": "1"})  # type: ignore[dict-item]
-    with pytest.raises(TypeError, match=r"^a path pattern must be a glob string or re.Pattern"):
+    with pytest.raises(
+        TypeError, match=r"^a path pattern must be a string or re.Pattern \(got 3\)$"
+    ):
         FaultPlan(routes={3: {}})  # type: ignore[dict-item]
 
 
@@ -238,3 +244,74 @@ def test_schedule_and_latency_reject_invalid_values(build: object, message: str)
     assert callable(build)
     with pytest.raises(ValueError, match=rf"^{re.escape(message)}$"):
         build()
+
+
+def test_max_consecutive_drops_drawn_failures_only() -> None:
+    """Past the bound a drawn failure becomes no fault; a scheduled one is injected anyway."""
+    plan = FaultPlan(
+        probabilities={"read_timeout": 1},
+        max_consecutive=2,
+        schedule=[ScheduledFault("server_error", attempts=[9], status=502)],
+    )
+    timeout = Fault(FaultKind.READ_TIMEOUT)
+    assert [plan.decide("GET", URL, 1, streak=s) for s in (0, 1, 2, 3)] == [
+        timeout,
+        timeout,
+        None,
+        None,
+    ]
+    assert plan.decide("GET", URL, 9, streak=5) == Fault(FaultKind.SERVER_ERROR, status=502)
+    slow = FaultPlan(probabilities={"latency": 1}, max_consecutive=0)
+    decided = slow.decide("GET", URL, 1, streak=7)
+    assert decided is not None
+    assert decided.kind is FaultKind.LATENCY  # not a failure: never bounded
+
+
+def test_scheduled_faults_match_on_the_whole_request() -> None:
+    """Path templates, query, headers and body narrow a schedule; decide() takes them."""
+    entry = ScheduledFault(
+        "rate_limited",
+        attempts=[1],
+        method="POST",
+        path="/accounts/{account}/charges",
+        query={"dry_run": None},
+        headers={"idempotency-key": "k-1"},
+        json={"amount": 5},
+    )
+    plan = FaultPlan(schedule=[entry])
+    url = "http://api.test/accounts/acme/charges"
+    body = b'{"amount": 5}'
+    key = {"Idempotency-Key": "k-1"}
+    assert plan.decide("POST", url, 1, headers=key, content=body) == Fault(
+        FaultKind.RATE_LIMITED, status=429
+    )
+    assert plan.decide("POST", url, 2, headers=key, content=body) is None
+    assert plan.decide("POST", url + "?dry_run=1", 1, headers=key, content=body) is None
+    assert plan.decide("POST", url, 1, headers={"Idempotency-Key": "k-2"}, content=body) is None
+    assert plan.decide("POST", url, 1, headers=key, content=b'{"amount": 6}') is None
+    assert (entry.path, entry.method) == ("/accounts/{account}/charges", "POST")
+    assert repr(entry) == (
+        "ScheduledFault('rate_limited', attempts=(1,), path='/accounts/{account}/charges', "
+        "method='POST', query={'dry_run': None}, headers={'idempotency-key': 'k-1'}, "
+        "json={'amount': 5})"
+    )
+    assert eval(repr(plan), {"FaultPlan": FaultPlan, "ScheduledFault": ScheduledFault}) == plan
+
+
+def test_broken_bodies_draw_where_they_break() -> None:
+    """truncated_body and connection_reset carry the fraction of the body that gets through."""
+    for kind in ("truncated_body", "connection_reset"):
+        faults = [
+            FaultPlan(probabilities={kind: 1}).decide("GET", f"http://t/{n}", 1) for n in range(50)
+        ]
+        assert {f.kind for f in faults if f} == {FaultKind(kind)}
+        assert all(f is not None and 0 <= f.fraction < 1 for f in faults)
+        assert len({f.fraction for f in faults if f}) == 50
+
+
+def test_retry_after_options_rebuild_from_the_repr() -> None:
+    """Fractional seconds and the date format show in the repr, which rebuilds the plan."""
+    plan = FaultPlan(retry_after=timedelta(milliseconds=2500), retry_after_format="date")
+    assert repr(plan) == "FaultPlan(seed=0, retry_after=2.5, retry_after_format='date')"
+    assert eval(repr(plan), {"FaultPlan": FaultPlan}) == plan
+    assert FaultPlan(retry_after=0.125).retry_after_header() == "0.125"

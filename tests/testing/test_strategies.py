@@ -64,6 +64,16 @@ async def test_no_url_fails_more_than_max_consecutive_times_in_a_row(plan: Fault
         assert all(any(f is None for f in faults[i : i + 3]) for i in range(len(faults) - 2))
 
 
+@given(data=st.data(), bound=st.integers(0, 7))
+def test_bounded_plans_schedule_faults_only_within_the_bound(
+    data: st.DataObject, bound: int
+) -> None:
+    """A schedule wins over max_consecutive, so bounded plans schedule only attempts <= k."""
+    plan = data.draw(fault_plans(max_consecutive_failures=bound))
+    assert plan.max_consecutive == bound
+    assert all(max(entry.attempts) <= bound for entry in plan.schedule)
+
+
 async def fetch_json(client: httpx.AsyncClient, url: str, attempts: int) -> Any:
     """A minimal retrying client: up to *attempts* tries on transport errors, 5xx/429, bad JSON."""
     for _ in range(attempts - 1):
@@ -109,6 +119,7 @@ async def test_retrying_crawl_gets_every_record_exactly_once_under_any_plan(
         ),
         (lambda: fault_plans(kinds=["nope"]), "unknown fault kind 'nope'; expected one of: "),
         (lambda: scheduled_faults([]), "kinds must name at least one fault kind (got none)"),
+        (lambda: scheduled_faults(last_attempt=0), "last_attempt must be >= 1 (got 0)"),
         (lambda: latencies(max_seconds=0), "max_seconds must be > 0 (got 0)"),
     ],
 )

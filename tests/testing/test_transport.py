@@ -3,8 +3,12 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import re
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -110,20 +114,55 @@ async def test_invalid_json_is_a_200_whose_body_does_not_parse() -> None:
     assert handler.calls == 0
 
 
-async def test_truncated_body_is_a_proper_prefix_of_the_real_one() -> None:
-    """A truncated_body keeps the real status, cuts the body and fixes Content-Length."""
+async def read_until_broken(
+    client: httpx.AsyncClient, url: str, error: type[httpx.TransportError]
+) -> tuple[httpx.Response, bytes, httpx.TransportError]:
+    """Stream *url*, collecting the body until the expected error breaks it."""
+    chunks: list[bytes] = []
+
+    async def read(response: httpx.Response) -> None:
+        async for chunk in response.aiter_raw():
+            chunks.append(chunk)  # noqa: PERF401 - a comprehension would lose them on error
+
+    async with client.stream("GET", url) as response:
+        with pytest.raises(error) as caught:
+            await read(response)
+    return response, b"".join(chunks), caught.value
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "message"),
+    [
+        (
+            "truncated_body",
+            httpx.RemoteProtocolError,
+            r"^peer closed connection without sending complete message body: "
+            r"received (\d+) bytes, expected (\d+)$",
+        ),
+        ("connection_reset", httpx.ReadError, r"^\[Errno 104\] Connection reset by peer$"),
+    ],
+)
+async def test_broken_bodies_end_early_with_the_network_error(
+    kind: str, error: type[httpx.TransportError], message: str
+) -> None:
+    """Truncated and reset bodies keep status and Content-Length, send a prefix, then fail."""
     handler = CountingHandler()
     full = httpx.Response(200, json=BODY).content
-    async with client_for(FlakyTransport(handler, always("truncated_body"))) as client:
-        responses = [await client.get(f"/items/{n}") for n in range(20)]
-    for response in responses:
-        assert response.status_code == 200
-        assert len(response.content) < len(full)
-        assert full.startswith(response.content)
-        assert response.headers["content-length"] == str(len(response.content))
-        with pytest.raises(json.JSONDecodeError):
-            response.json()
-    assert handler.calls == 20
+    async with client_for(FlakyTransport(handler, always(kind))) as client:
+        for n in range(20):
+            response, received, caught = await read_until_broken(client, f"/items/{n}", error)
+            assert response.status_code == 200
+            assert response.headers["content-length"] == str(len(full))
+            assert len(received) < len(full)
+            assert full.startswith(received)
+            assert caught.request.url.path == f"/items/{n}"
+            found = re.fullmatch(message, str(caught))
+            assert found is not None
+            if found.groups():
+                assert found.groups() == (str(len(received)), str(len(full)))
+            with pytest.raises(error):
+                await client.get(f"/items/{n}")  # a plain get raises the same error
+    assert handler.calls == 40
 
 
 @virtual_time_on_trio()
@@ -134,7 +173,8 @@ async def test_latency_delays_the_real_response(
     delay = 30.0 if anyio_backend[1] else 0.02
     handler = CountingHandler()
     plan = always("latency", latency=Latency.fixed(delay))
-    async with client_for(FlakyTransport(handler, plan)) as client:
+    transport = FlakyTransport(handler, plan)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as client:
         start = anyio.current_time()
         response = await client.get("/items")
         elapsed = anyio.current_time() - start
@@ -313,3 +353,194 @@ def test_importing_the_harness_does_not_import_hypothesis_or_hypercorn() -> None
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+virtual_time = pytest.mark.flowgraph_virtual_time
+
+
+@virtual_time
+async def test_latency_past_the_read_timeout_raises_read_timeout_after_it() -> None:
+    """A slow server makes the client time out at its own read timeout, having done the work."""
+    handler = CountingHandler()
+    plan = always("latency", latency=Latency.fixed(30))
+    transport = FlakyTransport(handler, plan)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=2.5) as client:
+        start = anyio.current_time()
+        with pytest.raises(
+            httpx.ReadTimeout,
+            match=r"^timed out after 2.5s waiting for the response: injected latency of 30s "
+            r"exceeds the read timeout \(injected fault\)$",
+        ) as caught:
+            await client.get("/slow")
+        elapsed = anyio.current_time() - start
+        quick = await client.get("/fast", timeout=None)
+    assert elapsed == pytest.approx(2.5)
+    assert caught.value.request.url.path == "/slow"
+    assert handler.calls == 2  # the server saw both requests
+    assert quick.json() == BODY
+    assert [(r.fault, r.status_code) for r in transport.records] == [
+        (FaultKind.LATENCY, None),
+        (FaultKind.LATENCY, 200),
+    ]
+
+
+@virtual_time
+async def test_a_pause_in_a_slow_body_past_the_read_timeout_raises_mid_body() -> None:
+    """A slow stream whose pause exceeds the read timeout breaks after the first chunk."""
+    plan = always("slow_stream", stream_chunk_size=10, stream_delay=9)
+    transport = FlakyTransport(CountingHandler(), plan)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=4) as client:
+        start = anyio.current_time()
+        response, received, caught = await read_until_broken(client, "/items", httpx.ReadTimeout)
+        elapsed = anyio.current_time() - start
+    assert response.status_code == 200
+    assert received == httpx.Response(200, json=BODY).content[:10]
+    assert elapsed == pytest.approx(4)
+    assert str(caught).startswith(
+        "timed out after 4s waiting for the response: a pause in the body"
+    )
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "header"),
+    [(30, "30"), (0.25, "0.25"), (timedelta(milliseconds=1500), "1.5"), (0, "0")],
+)
+async def test_retry_after_in_seconds_keeps_fractions(retry_after: Any, header: str) -> None:
+    """Retry-After is the plan's delay in seconds, fractions included, without trailing zeros."""
+    plan = always("rate_limited", retry_after=retry_after)
+    async with client_for(FlakyTransport(CountingHandler(), plan)) as client:
+        response = await client.get("/items")
+    assert (response.status_code, response.headers["retry-after"]) == (429, header)
+
+
+async def test_retry_after_as_an_http_date_is_that_far_ahead() -> None:
+    """retry_after_format="date" sends an HTTP date at least retry_after seconds ahead."""
+    plan = always("rate_limited", retry_after=90, retry_after_format="date")
+    async with client_for(FlakyTransport(CountingHandler(), plan)) as client:
+        before = datetime.now(UTC)
+        response = await client.get("/items")
+        after = datetime.now(UTC)
+    header = response.headers["retry-after"]
+    assert re.fullmatch(r"\w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} GMT", header)
+    when = parsedate_to_datetime(header)
+    assert before + timedelta(seconds=90) <= when <= after + timedelta(seconds=91)
+
+
+@virtual_time
+@pytest.mark.parametrize("form", ["seconds", "date"])
+async def test_flowgraph_retry_waits_what_either_form_asks(form: str) -> None:
+    """fg.Retry honours a fractional Retry-After and an HTTP date from the transport."""
+    import flowgraph as fg
+
+    plan = FaultPlan(
+        schedule=[ScheduledFault("rate_limited", attempts=[1])],
+        retry_after=2.5 if form == "seconds" else 20,
+        retry_after_format=form,  # type: ignore[arg-type]
+    )
+    transport = FlakyTransport(CountingHandler(), plan)
+    async with client_for(transport) as client:
+
+        async def get() -> Any:
+            return (await client.get("/items")).raise_for_status().json()
+
+        assert await fg.Retry(attempts=2, initial=0.01).call(get) == BODY
+    first, second = transport.records
+    waited = second.time - first.time
+    if form == "seconds":
+        assert waited == pytest.approx(2.5)
+    else:
+        assert 19 <= waited <= 21  # an HTTP date has whole seconds, read on the wall clock
+
+
+async def test_schedule_wins_over_max_consecutive() -> None:
+    """Regression test for #14.8: a 49-attempt schedule fails 49 times despite max_consecutive=3."""
+    plan = FaultPlan(
+        probabilities={"server_error": 1.0},
+        max_consecutive=3,
+        schedule=[ScheduledFault("server_error", attempts=range(1, 50), path="/items/7")],
+    )
+    async with client_for(FlakyTransport(CountingHandler(), plan)) as client:
+        dead = [(await client.get("/items/7")).status_code for _ in range(50)]
+        drawn = [(await client.get("/items/8")).status_code for _ in range(8)]
+    assert [s >= 500 for s in dead] == [True] * 49 + [False]
+    assert [s >= 500 for s in drawn] == [True, True, True, False] * 2
+
+
+async def test_scheduled_faults_match_on_query_headers_and_body() -> None:
+    """A schedule can pick one order, one header or one page out of the traffic."""
+    plan = FaultPlan(
+        schedule=[
+            ScheduledFault("connect_error", attempts=[1], method="POST", json={"sku": "a"}),
+            ScheduledFault("read_timeout", attempts=[1, 2], headers={"x-tenant": "acme"}),
+            ScheduledFault("server_error", attempts=[1], path="/items", query={"page": "3"}),
+        ]
+    )
+    async with client_for(FlakyTransport(CountingHandler(), plan)) as client:
+        with pytest.raises(httpx.ConnectError):
+            await client.post("/orders", json={"sku": "a"})
+        assert (await client.post("/orders", json={"sku": "b"})).status_code == 200
+        for _ in range(2):
+            with pytest.raises(httpx.ReadTimeout):
+                await client.get("/me", headers={"X-Tenant": "acme"})
+        assert (await client.get("/me", headers={"X-Tenant": "acme"})).status_code == 200
+        assert (await client.get("/me", headers={"X-Tenant": "other"})).status_code == 200
+        pages = [(await client.get("/items", params={"page": n})).status_code for n in (1, 3)]
+    assert pages[0] == 200
+    assert pages[1] >= 500
+
+
+def test_a_sync_client_gets_the_same_faults() -> None:
+    """httpx.Client through FlakyTransport(FakeAPI) sees every kind of fault, network-like."""
+    api = FakeAPI(records=30)
+    plan = FaultPlan(
+        schedule=[
+            ScheduledFault("connect_error", attempts=[1], path="/items/1"),
+            ScheduledFault("server_error", attempts=[1], path="/items/2", status=503),
+            ScheduledFault("truncated_body", attempts=[1], path="/items/3"),
+            ScheduledFault("connection_reset", attempts=[1], path="/items/4"),
+            ScheduledFault("latency", attempts=[1], path="/items/5"),
+            ScheduledFault("slow_stream", attempts=[1], path="/items/6"),
+        ],
+        latency=Latency.fixed(0.5),
+        stream_chunk_size=8,
+        stream_delay=0.001,
+    )
+    transport = FlakyTransport(api, plan)
+    with httpx.Client(transport=transport, base_url="http://api.test", timeout=0.05) as client:
+        with pytest.raises(httpx.ConnectError):
+            client.get("/items/1")
+        assert client.get("/items/2").status_code == 503
+        with pytest.raises(httpx.RemoteProtocolError, match=r"^peer closed connection"):
+            client.get("/items/3")
+        with pytest.raises(httpx.ReadError, match=r"Connection reset by peer"):
+            client.get("/items/4")
+        with pytest.raises(httpx.ReadTimeout, match=r"^timed out after 0.05s"):
+            client.get("/items/5")
+        assert client.get("/items/6").json() == FakeAPI.record(6)
+        assert [client.get(f"/items/{n}").json()["id"] for n in range(1, 6)] == [1, 2, 3, 4, 5]
+    faults = [r.fault.value if r.fault else None for r in transport.records]
+    assert faults == [
+        "connect_error", "server_error", "truncated_body", "connection_reset", "latency",
+        "slow_stream", None, None, None, None, None,
+    ]  # fmt: skip
+    assert [r.path for r in api.requests] == [f"/items/{n}" for n in (3, 4, 5, 6, 1, 2, 3, 4, 5)]
+
+
+async def test_transports_refuse_the_wrong_kind_of_client() -> None:
+    """A sync-only inner transport needs httpx.Client; an async-only one httpx.AsyncClient."""
+    sync_only = FlakyTransport(httpx.HTTPTransport())
+    async with client_for(sync_only) as client:
+        with pytest.raises(
+            TypeError, match=r"^FlakyTransport wraps .*, which is sync only: use httpx.Client$"
+        ):
+            await client.get("/")
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200)  # pragma: no cover - never awaited by a sync client
+
+    for async_only in (FlakyTransport(handler), FlakyTransport(httpx.ASGITransport(app=FakeAPI()))):
+        with (
+            httpx.Client(transport=async_only, base_url="http://t") as sync_client,
+            pytest.raises(TypeError, match=r"which is async only: use httpx.AsyncClient"),
+        ):
+            sync_client.get("/")  # noqa: ASYNC212 - refused before any I/O

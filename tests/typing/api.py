@@ -39,7 +39,7 @@ async def in_a_loop() -> None:
     assert_type(await double(2), int)
     result = await graph.run()
     assert_type(result, fg.RunResult)
-    assert_type(result.stats["double"], fg.NodeStatistics)
+    assert_type(result.statistics["double"], fg.NodeStatistics)
     async with fg.open_run(graph) as run:
         assert_type(run, fg.Run)
         assert_type(run.statistics(), fg.RunStatistics)
@@ -48,7 +48,7 @@ async def in_a_loop() -> None:
 def from_a_script() -> None:
     result = fg.run(graph, backend="trio")
     assert_type(result, fg.RunResult)
-    assert_type(result.stats["store"].items_in, int)
+    assert_type(result.statistics["store"].items_in, int)
 
 
 async def new_events(after: int | None) -> list[fg.Positioned]:
@@ -62,3 +62,9 @@ rows = daemon.sink(fg.Upsert("sqlite:///target.db", "events", key="id"), workers
 daemon.connect(events, rows)
 daemon.connect(cron_events, rows)
 assert_type(fg.Positioned(1, position=2).position, Any)
+
+defaults = fg.Graph("defaults", buffer=100, workers=4, retry=fg.Retry(attempts=2))
+options: fg.TransformOptions = {"workers": 8, "buffer": 64}
+configured = defaults.transform(parse, **options)
+assert_type(configured("x"), dict[str, str])
+run_options: fg.RunOptions = {"log_interval": 5.0}
