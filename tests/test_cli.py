@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import ast
 import concurrent.futures
+import inspect
 import json
 import os
+import pty
+import re
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,10 +27,12 @@ import pytest
 
 import flowgraph as fg
 from flowgraph import _cli as cli
+from flowgraph._runner._signals import DUPLICATE_WINDOW
 
 GRAPHS = textwrap.dedent(
     """
     import os
+    import time
     import anyio
     import flowgraph as fg
 
@@ -132,14 +139,74 @@ GRAPHS = textwrap.dedent(
         await anyio.sleep(0.01)
 
     paced.chain(paced.source(range(30), name="steps"), tick)
+
+    draining = fg.Graph("draining")
+
+    @draining.source
+    async def drips():
+        print("started", flush=True)
+        while True:
+            yield 0
+            await anyio.sleep(0.01)
+
+    @draining.sink(workers=2)
+    async def settle(x):
+        await anyio.sleep(0.5)
+
+    draining.chain(drips, settle)
+
+    blocked = fg.Graph("blocked")
+
+    @blocked.source
+    async def ones():
+        print("started", flush=True)
+        while True:
+            yield 1
+            await anyio.sleep(0.01)
+
+    @blocked.sink
+    def block(x):
+        print("blocking", flush=True)
+        time.sleep(2.5)
+
+    blocked.chain(ones, block)
+
+    dangling = fg.Graph("dangling")
+
+    @dangling.transform
+    async def unread(x):
+        return x
+
+    dangling.connect(dangling.source([1, 2], name="pair"), unread)
+    """
+)
+
+CYCLIC = textwrap.dedent(
+    """
+    import flowgraph as fg
+
+    graph = fg.Graph("cyclic")
+    first = graph.transform(lambda x: x, name="first")
+    second = graph.transform(lambda x: x, name="second")
+    graph.connect(first, second)
+    graph.connect(second, first)
+    """
+)
+
+SLOW_IMPORT = textwrap.dedent(
+    """
+    import time
+
+    print("importing", flush=True)
+    time.sleep(20)
     """
 )
 
 SUMMARY = [
-    ["node", "kind", "in", "out", "errors"],
-    ["numbers", "source", "-", "50", "0"],
-    ["double", "transform", "50", "50", "0"],
-    ["collect", "sink", "50", "50", "0"],
+    ["node", "kind", "in", "out", "errors", "retries", "dead"],
+    ["numbers", "source", "-", "50", "0", "0", "0"],
+    ["double", "transform", "50", "50", "0", "0", "0"],
+    ["collect", "sink", "50", "50", "0", "0", "0"],
 ]
 
 
@@ -163,9 +230,12 @@ def summary(stdout: str) -> list[list[str]]:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A directory holding ``graphs.py`` and ``broken.py``, which fails on import."""
+    """``graphs.py``; ``broken.py``, which fails on import; ``cyclic.py``, which declares a
+    cycle; and ``slow_import.py``, which takes 20 s to import."""
     (tmp_path / "graphs.py").write_text(GRAPHS)
     (tmp_path / "broken.py").write_text("1 / 0\n")
+    (tmp_path / "cyclic.py").write_text(CYCLIC)
+    (tmp_path / "slow_import.py").write_text(SLOW_IMPORT)
     return tmp_path
 
 
@@ -302,23 +372,71 @@ def test_demo_into_a_missing_directory_is_a_usage_error(tmp_path: Path) -> None:
     assert proc.stderr == f"flowgraph: error: directory of --db {str(db)!r} does not exist\n"
 
 
-def test_trio_backend_without_trio_is_a_usage_error(tmp_path: Path) -> None:
-    """``--backend trio`` without trio installed exits 2 saying how to install it."""
-    code = (
-        "import sys; sys.modules['trio'] = None; from flowgraph._cli import main; sys.exit(main())"
-    )
+@pytest.mark.parametrize(
+    ("args", "missing", "message"),
+    [
+        (
+            ["demo", "--items", "10"],
+            "httpx",
+            "flowgraph demo needs httpx: pip install 'flowgraph[demo]'",
+        ),
+        (
+            ["demo", "--backend", "trio"],
+            "trio",
+            "--backend trio needs trio: pip install 'flowgraph[trio]'",
+        ),
+        (
+            ["run", "graphs:graph", "--progress"],
+            "rich",
+            "progress display needs rich: pip install 'flowgraph[cli]'",
+        ),
+        (
+            ["run", "graphs:graph", "--state", "postgresql://localhost/db"],
+            "psycopg",
+            "PostgreSQL state stores need psycopg 3: pip install 'flowgraph[postgres]'",
+        ),
+    ],
+    ids=["demo-httpx", "trio", "progress-rich", "postgres-psycopg"],
+)
+def test_a_missing_extra_is_one_line_naming_it(
+    project: Path, args: list[str], missing: str, message: str
+) -> None:
+    """Without the extra a command needs, it exits 2 saying which extra to install."""
+    code = f"import sys; sys.modules[{missing!r}] = None; from flowgraph._cli import main; sys.exit(main())"
     proc = subprocess.run(
-        [sys.executable, "-c", code, "demo", "--backend", "trio"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
+        [sys.executable, "-c", code, *args], cwd=project, capture_output=True, text=True, timeout=30
     )
-    assert proc.returncode == 2
-    assert (
-        proc.stderr
-        == "flowgraph: error: --backend trio needs trio: pip install 'flowgraph[trio]'\n"
-    )
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == f"flowgraph: error: {message}\n"
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        (
+            "cyclic:graph",
+            "cannot import 'cyclic': GraphError: edge 'second' -> 'first' would create a cycle: first -> second -> first",
+        ),
+        (
+            "graphs:dangling",
+            "'graphs:dangling' cannot run: transform 'unread' has no downstream, so its output "
+            "would go nowhere: connect it, or declare it with graph.sink",
+        ),
+    ],
+    ids=["cycle", "dangling"],
+)
+def test_a_graph_that_cannot_run_is_a_usage_error(project: Path, target: str, message: str) -> None:
+    """A cycle and a node wired to nothing both exit 2, in one line, before anything runs."""
+    proc = flowgraph("run", target, cwd=project)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == f"flowgraph: error: {message}\n"
+
+
+def test_show_draws_a_graph_that_cannot_run(project: Path) -> None:
+    """``show`` draws a miswired graph as it is: the drawing is how one finds the mistake."""
+    proc = flowgraph("show", "graphs:dangling", cwd=project)
+    assert proc.returncode == 0, proc.stderr
+    assert "n1 --> n0" in proc.stdout
 
 
 # -- run: signals, progress, logging, dead letters ------------------------------------
@@ -383,6 +501,7 @@ def test_second_signal_cancels_and_exits_130(project: Path, backend: str) -> Non
         assert readline(proc.stderr).startswith("flowgraph: running graph 'stuck'")
         proc.send_signal(signal.SIGTERM)
         assert readline(proc.stderr).startswith("flowgraph: received SIGTERM: stopping")
+        time.sleep(DUPLICATE_WINDOW + 0.1)  # sooner, it would be the same request again
         signalled = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=10)
@@ -407,6 +526,149 @@ def test_grace_period_running_out_exits_130(project: Path) -> None:
         "flowgraph: the grace period of 0.2s is over: cancelling the items in flight",
         "flowgraph: interrupted",
     ]
+
+
+@posix_signals
+def test_the_same_signal_twice_at_once_counts_once(project: Path, backend: str) -> None:
+    """A signal repeated within half a second, as GNU timeout sends it, still drains and exits 0."""
+    with running(project, "graphs:draining", "--backend", backend) as (proc, readline):
+        assert readline(proc.stderr).startswith("flowgraph: running graph 'draining'")
+        proc.send_signal(signal.SIGTERM)
+        assert readline(proc.stderr).startswith("flowgraph: received SIGTERM: stopping")
+        proc.send_signal(signal.SIGTERM)  # the duplicate, while items still drain
+        stdout, stderr = proc.communicate(timeout=10)
+    assert proc.returncode == 0, stderr
+    assert stderr.splitlines() == ["flowgraph: stopped on SIGTERM: every item in flight finished"]
+    assert stdout.startswith("graph 'draining' stopped after ")
+
+
+@posix_signals
+@pytest.mark.skipif(shutil.which("timeout") is None, reason="needs GNU timeout")
+def test_gnu_timeout_drains_the_run(project: Path, backend: str) -> None:
+    """Under ``timeout``, which signals the command and then its process group, the run drains."""
+    proc = subprocess.run(
+        [
+            *("timeout", "--preserve-status", "-s", "TERM", "1.5"),
+            *(sys.executable, "-m", "flowgraph", "run", "graphs:draining", "--backend", backend),
+        ],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "cancelling" not in proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("flowgraph: stopped on SIGTERM")
+
+
+@posix_signals
+def test_after_the_grace_period_the_cli_names_the_abandoned_call(project: Path) -> None:
+    """A sync call cannot be cancelled: the CLI names it, abandons it and exits 130 at once."""
+    with running(project, "graphs:blocked", "--grace", "0.2") as (proc, readline):
+        assert readline(proc.stdout) == "blocking\n"
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=15)
+        waited = time.monotonic() - signalled
+    assert proc.returncode == 130, stderr
+    assert stderr.splitlines()[-3:] == [
+        "flowgraph: the grace period of 0.2s is over: cancelling the items in flight",
+        "flowgraph: node 'block': abandoning 1 sync call(s) still running in threads after 1s: "
+        "block(1)",
+        "flowgraph: interrupted",
+    ]
+    assert waited < 2.4  # the call sleeps 2.5 s: the process did not wait for it
+
+
+@posix_signals
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_while_the_target_loads_stops_the_command(project: Path, signum: int) -> None:
+    """A stop signal that arrives while the target is still being imported ends the command: exit 0."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flowgraph", "run", "slow_import:graph"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "importing\n"
+        signalled = time.monotonic()
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0, stderr
+    name = signal.Signals(signum).name
+    assert stderr == f"flowgraph: stopped on {name} before the run started\n"
+    assert time.monotonic() - signalled < 5
+
+
+@posix_signals
+def test_the_live_table_ends_with_the_summarys_word(project: Path) -> None:
+    """In a terminal, the live table of a stopped run says 'stopped', as the summary does."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flowgraph", "run", "graphs:slow", "--progress"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        text=True,
+        env={**os.environ, "TERM": "xterm", "COLUMNS": "150"},
+    )
+    os.close(follower)
+    terminal = Terminal(leader)
+    try:
+        terminal.wait_for("started")  # printed by the source, shown above the table
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        stdout, _ = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+        proc.wait()
+        terminal.close()
+    assert proc.returncode == 0, terminal.text
+    assert stdout.startswith("graph 'slow' stopped after ")
+    titles = re.findall(r"slow · [\d.]+s · (\w+)", terminal.text)
+    assert titles[0] == "running"
+    assert titles[-1] == "stopped"
+    assert "finished" not in titles
+
+
+class Terminal:
+    """The leader side of a pseudo-terminal, read by a thread into :attr:`text`."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.chunks: list[bytes] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except OSError:  # EIO: the other side is closed
+                return
+            if not chunk:
+                return
+            self.chunks.append(chunk)
+
+    @property
+    def text(self) -> str:
+        return b"".join(self.chunks).decode(errors="replace")
+
+    def wait_for(self, text: str, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.text:
+            assert time.monotonic() < deadline, f"{text!r} never appeared in {self.text!r}"
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        self.reader.join(timeout=5)
+        os.close(self.fd)
 
 
 def test_progress_without_a_terminal_prints_describe_lines(project: Path) -> None:
@@ -486,6 +748,63 @@ def test_bad_store_is_a_usage_error(project: Path, args: list[str], message: str
     proc = flowgraph(*args, cwd=project)
     assert (proc.returncode, proc.stdout) == (2, "")
     assert proc.stderr == f"flowgraph: error: {message}\n"
+
+
+def corrupt_checkpoint(db: Path) -> None:
+    """A store whose checkpoint of graph 'tiny' is not JSON."""
+    anyio.run(fg.Checkpoints(db).commit, "tiny", {"numbers": 3})
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE flowgraph_checkpoints SET position = '{not json'")
+
+
+@pytest.mark.parametrize(
+    ("option", "prepare", "message"),
+    [
+        (
+            "--state",
+            lambda db: db.write_bytes(bytes(range(256)) * 20),
+            "--state: cannot open the SQLite store {db}: file is not a database",
+        ),
+        (
+            "--dead-letters",
+            lambda db: db.write_bytes(bytes(range(256)) * 20),
+            "--dead-letters: cannot open the SQLite store {db}: file is not a database",
+        ),
+        (
+            "--state",
+            Path.mkdir,
+            "--state: cannot open the SQLite store {db}: unable to open database file",
+        ),
+        ("--state", corrupt_checkpoint, "--state: cannot read {db}: JSONDecodeError: "),
+    ],
+    ids=[
+        "state-not-a-database",
+        "dead-letters-not-a-database",
+        "a-directory",
+        "corrupt-checkpoint",
+    ],
+)
+def test_a_store_that_cannot_be_opened_is_a_usage_error(
+    project: Path, option: str, prepare: Callable[[Path], object], message: str
+) -> None:
+    """A store that is not one, or is corrupt, is one line and exit 2 before the run starts."""
+    db = project / "state.db"
+    prepare(db)
+    proc = flowgraph("run", "graphs:graph", option, f"sqlite:///{db}", cwd=project)
+    assert (proc.returncode, proc.stdout) == (2, ""), proc.stderr
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith(f"flowgraph: error: {message.format(db=db)}")
+
+
+def test_an_unreachable_postgres_store_is_a_usage_error(project: Path) -> None:
+    """A PostgreSQL store nobody listens for is one line and exit 2, before the run starts."""
+    proc = flowgraph("run", "graphs:graph", "--state", "postgresql://127.0.0.1:1/db", cwd=project)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == (
+        "flowgraph: error: --state: cannot connect to the PostgreSQL store: connection failed: "
+        'connection to server at "127.0.0.1", port 1 failed: Connection refused Is the server '
+        "running on that host and accepting TCP/IP connections?\n"
+    )
 
 
 # -- run --state: checkpoints and dead letters in one store ---------------------------
@@ -629,7 +948,12 @@ def test_dead_letters_are_listed_and_replayed_across_processes(project: Path) ->
     url = f"sqlite:///{project / 'state.db'}"
     run = flowgraph("run", "graphs:flaky", "--dead-letters", url, cwd=project)
     assert run.returncode == 0, run.stderr
-    assert summary(run.stdout)[1] == ["parse", "transform", "10", "6", "4"]
+    assert summary(run.stdout)[1] == ["parse", "transform", "10", "6", "4", "0", "4"]
+    run_id = run.stdout.split("(run ")[1].split(")")[0]
+    assert run.stderr.splitlines()[-1] == (
+        f"flowgraph: 4 dead letters in {url}; list them with: "
+        f"flowgraph dlq list --store {url} --run {run_id}"
+    )
 
     listed = flowgraph("dlq", "list", "--store", url, "--json", cwd=project)
     assert listed.returncode == 0, listed.stderr
@@ -811,3 +1135,28 @@ def test_every_command_has_help(
     assert text.startswith(f"usage: flowgraph {' '.join(command)} ")
     for option in COMMAND_OPTIONS[command]:
         assert option in text
+
+
+# -- docs/cli.md's table of exit codes and messages --------------------------------------
+
+CLI_DOCS = Path(__file__).parent.parent / "docs" / "cli.md"
+
+
+def documented_exits() -> list[tuple[str, int, str]]:
+    """The rows of cli.md's table of messages: (what happens, exit code, test name)."""
+    text = CLI_DOCS.read_text().split("## Exit codes and messages", 1)[1]
+    rows = re.findall(r"^\| (.+?) \| (\d+) \| .+? \| `(test_\w+)` \|$", text, re.MULTILINE)
+    return [(what, int(code), test) for what, code, test in rows]
+
+
+def test_every_documented_exit_is_tested() -> None:
+    """Each row of cli.md's table names a test here that checks the row's exit code."""
+    rows = documented_exits()
+    assert len(rows) >= 20
+    module = sys.modules[__name__]
+    for what, code, name in rows:
+        test = getattr(module, name, None)
+        assert callable(test), f"{what}: no test {name}"
+        source = inspect.getsource(test)
+        checks = [rf"returncode == {code}\b", rf"\({code}, ", rf"== {code}\)", rf"code == {code}\b"]
+        assert any(re.search(check, source) for check in checks), f"{name} never checks exit {code}"

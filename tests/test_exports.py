@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import types
+from pathlib import Path
 
 import pytest
 
@@ -68,3 +69,13 @@ def test_node_error_bounds_nested_items() -> None:
     """A list of dicts is abbreviated too, not only long strings."""
     item = [{"id": i, "payload": "x" * 50, "tags": list(range(20))} for i in range(50)]
     assert len(str(fg.NodeError("parse", item))) < 200
+
+
+def test_the_version_is_written_once() -> None:
+    """The package's metadata takes its version from ``flowgraph.__version__`` (hatch)."""
+    import importlib.metadata
+
+    assert importlib.metadata.version("flowgraph") == fg.__version__
+    pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()
+    assert 'dynamic = ["version"]' in pyproject
+    assert "\nversion =" not in pyproject

@@ -135,7 +135,7 @@ def test_table_has_no_share_column_when_no_length_is_known() -> None:
     console.print(progress_table(stats, {}, stopping=True))
     text = console.export_text()
     assert "done" not in text
-    assert text.splitlines()[0].strip() == "g · 1.0s · finished"
+    assert text.splitlines()[0].strip() == "g · 1.0s · stopped"
 
 
 def test_source_lengths_come_from_sized_iterables_and_callables() -> None:

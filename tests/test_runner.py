@@ -22,6 +22,7 @@ from flowgraph._runner._run import (
     execute,
     run,
 )
+from flowgraph._runner._signals import StopBeforeStart, catch_stop_signals, hold_stop_signals
 from flowgraph._stores import open_store
 
 posix_only = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
@@ -159,6 +160,54 @@ def test_ctrl_c_without_signal_handling_raises_keyboard_interrupt_after_the_thre
         run(graph, backend=backend)
     assert time.monotonic() - began < 10
     assert blocking.started == blocking.finished > 5
+
+
+async def test_run_inside_a_running_loop_points_to_await(
+    anyio_backend: tuple[str, dict[str, Any]],
+) -> None:
+    """``fg.run`` inside async code says to ``await graph.run()`` instead, on either backend."""
+    name, _ = anyio_backend
+    graph = counting_graph()
+    with pytest.raises(
+        RuntimeError,
+        match=rf"^fg\.run\(\) starts an event loop, but {name} is already running in this "
+        r"thread: in async code, use 'await graph\.run\(\)' or 'async with fg\.open_run\(graph\)'$",
+    ):
+        fg.run(graph)
+    assert (await graph.run()).statistics["drop"].items_in == 30
+
+
+@posix_only
+def test_signals_held_before_the_run_stop_it_at_once(backend: str) -> None:
+    """A stop signal that came before the run (held for it) stops the run as it starts."""
+    with hold_stop_signals() as received:
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert received == [signal.SIGTERM, signal.SIGTERM]
+        graph = signalling_graph()  # endless, and never signals itself
+        outcome = execute(graph, backend=backend, handle_signals=True, received=received)
+    assert (outcome.signal, outcome.cancelled, outcome.result.stopped) == (
+        signal.SIGTERM,
+        False,
+        True,
+    )
+    assert outcome.result.statistics["forever"].items_out <= 1
+
+
+@posix_only
+def test_catch_stop_signals_raises_and_restores_the_handlers() -> None:
+    """While the command loads its graph, a stop signal raises StopBeforeStart."""
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+
+    def load_slowly() -> None:
+        with catch_stop_signals():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # interrupted by the handler
+
+    with pytest.raises(StopBeforeStart) as caught:
+        load_slowly()
+    assert caught.value.signal is signal.SIGINT
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
 def test_run_without_signals_reports_no_signal() -> None:

@@ -10,16 +10,19 @@ of commands (``dlq``) is a :class:`Command` holding others. Adding a command
 means adding one entry. The CLI itself uses only the standard library
 (argparse); ``--progress`` needs rich.
 
-Exit codes:
+Exit codes (docs/cli.md has the table, one test per row):
 
 * ``0``: the command succeeded; also a run stopped gracefully by SIGINT/SIGTERM
-  (after its last checkpoint commit, if it has a state store).
-* ``1``: the graph was loaded but its run failed (a node raised, or the graph
-  does not validate), a store failed, or replayed dead letters failed again;
-  the error message is printed without a traceback unless ``--traceback``.
+  (after its last checkpoint commit, if it has a state store), or stopped
+  before it started by a signal that came while its graph was loading.
+* ``1``: the run failed (a node raised, a store failed while the graph ran),
+  or replayed dead letters failed again; the error message is printed without
+  a traceback unless ``--traceback``.
 * ``2``: usage error: bad arguments, a target that cannot be loaded as a graph
   (not found, failed on import or in its factory, missing attribute, not a
-  graph), a bad store URL or a missing store, an unknown dead-letter id.
+  graph, a graph that cannot run: a cycle, a node wired to nothing), a bad
+  store URL, a store that cannot be opened (unreachable, not a store, corrupt),
+  a missing store, an unknown dead-letter id, an extra that is not installed.
 * ``130``: interrupted: Ctrl-C outside a run, or a stop signal whose run had to
   cancel items in flight (a second signal, or the grace period ran out).
 """
@@ -65,7 +68,9 @@ COMMANDS: dict[str, Command] = {
         _run.cmd_run,
         description="SIGINT (Ctrl-C) or SIGTERM stops the run gracefully: the sources stop, "
         "items in flight drain within --grace seconds, then what is left is cancelled; a "
-        "second signal cancels at once. A graceful stop exits 0, one that had to cancel 130."
+        "second signal cancels at once (the same signal again within half a second, as "
+        "GNU timeout sends it, counts once). A graceful stop exits 0, one that had to "
+        "cancel 130."
         "\n\nWith --state, checkpointed sources (graph.source(fn, checkpoint=True)) resume "
         "after the last position committed, and the run commits once more when it stops, "
         "however it stops."

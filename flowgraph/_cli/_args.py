@@ -13,7 +13,10 @@ import argparse
 import importlib.util
 from pathlib import Path
 
-from .._stores import parse_store_url
+import anyio
+
+from .._core import StoreError, describe_error
+from .._stores import Checkpoints, open_store, parse_store_url
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -58,6 +61,31 @@ def check_store_url(url: str, option: str, *, must_exist: bool = False) -> str:
         if not path.parent.is_dir():
             raise UsageError(f"{option}: directory of {target!r} does not exist")
     return url
+
+
+def check_store_opens(url: str, option: str, *, backend: str, graph: str | None = None) -> None:
+    """Open the store at *url* once and close it; raise :class:`UsageError` if it cannot be.
+
+    So that a store that is unreachable, not a store, or corrupt is one line and
+    exit 2 before the graph starts, not an error halfway through its start-up.
+    With *graph*, the checkpoints of that graph are read as well.
+    """
+
+    kind, target = parse_store_url(url)
+    if kind == "postgres":
+        target = "the PostgreSQL store"
+
+    async def probe() -> None:
+        async with open_store(url) as store:
+            if graph is not None:
+                await Checkpoints(store).load(graph)
+
+    try:
+        anyio.run(probe, backend=backend)
+    except StoreError as exc:
+        raise UsageError(f"{option}: {' '.join(str(exc).split())}") from exc
+    except Exception as exc:  # a row the store cannot decode: the store is bad all the same
+        raise UsageError(f"{option}: cannot read {target}: {describe_error(exc)}") from exc
 
 
 def positive_int(text: str) -> int:

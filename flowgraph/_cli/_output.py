@@ -7,10 +7,12 @@ errors) goes to stderr, one line each, prefixed ``flowgraph: ``.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from .._runner import run_state
 from ._args import EXIT_INTERRUPTED
 
 if TYPE_CHECKING:
@@ -31,8 +33,12 @@ def interrupted() -> int:
 
 
 def format_summary(result: RunResult) -> str:
-    """Render a run's per-node statistics as a small table, one line per node."""
-    header = ("node", "kind", "in", "out", "errors", "elapsed")
+    """Render a run's per-node statistics as a small table, one line per node.
+
+    The columns are those of the live table: items in and out, errors (items
+    that still failed after their retries), retries, and dead letters.
+    """
+    header = ("node", "kind", "in", "out", "errors", "retries", "dead", "elapsed")
     rows = [
         (
             s.name,
@@ -40,13 +46,25 @@ def format_summary(result: RunResult) -> str:
             "-" if s.kind == "source" else str(s.items_in),
             str(s.items_out),
             str(s.errors),
+            str(s.retries),
+            str(s.dead_lettered),
             f"{s.elapsed:.2f}s",
         )
         for s in result.statistics.values()
     ]
-    how = "stopped after" if result.stopped else "finished in"
-    title = f"graph {result.graph!r} {how} {result.elapsed:.2f}s (run {result.run_id})"
+    state = run_state(finished=True, stopping=result.stopped)
+    how = "after" if result.stopped else "in"
+    title = f"graph {result.graph!r} {state} {how} {result.elapsed:.2f}s (run {result.run_id})"
     return f"{title}\n{format_table(header, rows, right=set(range(2, len(header))))}"
+
+
+def dead_letter_hint(result: RunResult, store: str) -> str | None:
+    """The command that lists the dead letters *result*'s run left in *store*, if any."""
+    dead = sum(s.dead_lettered for s in result.statistics.values())
+    if not dead:
+        return None
+    command = shlex.join(["flowgraph", "dlq", "list", "--store", store, "--run", result.run_id])
+    return f"{plural(dead, 'dead letter')} in {store}; list them with: {command}"
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, right: set[int]) -> str:

@@ -19,12 +19,13 @@ from ._args import (
     EXIT_OK,
     UsageError,
     add_target_argument,
+    check_store_opens,
     check_store_url,
     positive_int,
     seconds,
     seconds_or_zero,
 )
-from ._output import err, format_summary, interrupted
+from ._output import dead_letter_hint, err, format_summary, interrupted
 from ._targets import load_graph
 
 if TYPE_CHECKING:
@@ -88,7 +89,45 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    graph = load_graph(args.target)
+    try:
+        # Before the target is imported, which may take a while: a stop signal then ends
+        # the command at once (exit 0), since nothing has started.
+        with _runner.catch_stop_signals():
+            graph = load_graph(args.target)
+    except _runner.StopBeforeStart as stop:
+        err(f"stopped on {stop.signal.name} before the run started")
+        return EXIT_OK
+    with _runner.hold_stop_signals() as received:  # handed to the run, which stops at once
+        options = _run_options(args, graph)
+        err(f"running graph {graph.name!r} ({len(graph.nodes)} nodes) on {args.backend}")
+        outcome = _runner.execute(
+            graph,
+            backend=args.backend,
+            progress=args.progress,
+            handle_signals=True,
+            grace=args.grace,
+            log_interval=args.log_interval,
+            received=received,
+            **options,
+        )
+    print(format_summary(outcome.result), flush=True)
+    store = args.dead_letters or args.state
+    hint = None if store is None else dead_letter_hint(outcome.result, store)
+    if hint is not None:
+        err(hint)
+    if outcome.cancelled:
+        return interrupted()
+    if outcome.signal is not None:
+        err(f"stopped on {outcome.signal.name}: every item in flight finished")
+    return EXIT_OK
+
+
+def _run_options(args: argparse.Namespace, graph: fg.Graph) -> dict[str, Any]:
+    """Check what ``run`` was given against *graph*; return the ``execute`` options it makes.
+
+    Every store is opened once here, so that one that cannot be is a usage error
+    before the graph starts.
+    """
     options = _state_options(args)
     if args.state is None and args.dead_letters is None:
         dead = [n for n, node in graph.nodes.items() if node.on_error == "dead_letter"]
@@ -102,22 +141,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             require_rich()
         except ImportError as exc:
             raise UsageError(str(exc)) from None
-    err(f"running graph {graph.name!r} ({len(graph.nodes)} nodes) on {args.backend}")
-    outcome = _runner.execute(
-        graph,
-        backend=args.backend,
-        progress=args.progress,
-        handle_signals=True,
-        grace=args.grace,
-        log_interval=args.log_interval,
-        **options,
-    )
-    print(format_summary(outcome.result), flush=True)
-    if outcome.cancelled:
-        return interrupted()
-    if outcome.signal is not None:
-        err(f"stopped on {outcome.signal.name}: every item in flight finished")
-    return EXIT_OK
+    if args.state is not None:
+        check_store_opens(args.state, "--state", backend=args.backend, graph=graph.name)
+    if args.dead_letters is not None:
+        check_store_opens(args.dead_letters, "--dead-letters", backend=args.backend)
+    return options
 
 
 def _state_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -152,7 +180,7 @@ def add_show_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    graph = load_graph(args.target)
+    graph = load_graph(args.target, validate=False)  # drawing shows what is miswired
     drawing = graph.to_dot() if args.format == "dot" else graph.to_mermaid()
     print(drawing, end="" if drawing.endswith("\n") else "\n")
     return EXIT_OK
@@ -179,7 +207,12 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from . import _demo
+    try:
+        from . import _demo
+    except ModuleNotFoundError as exc:
+        raise UsageError(
+            f"flowgraph demo needs {exc.name}: pip install 'flowgraph[demo]'"
+        ) from None
 
     db_path: Path = args.db
     if not db_path.parent.is_dir():

@@ -16,22 +16,35 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .._core import Graph, describe_error
+from .._core import Graph, GraphError, describe_error
 from ._args import UsageError
 
 
-def load_graph(target: str) -> Graph:
+def load_graph(target: str, *, validate: bool = True) -> Graph:
     """Import *target* (``module:attr`` or ``file.py:attr``) and return the graph it names.
 
     ``attr`` may be dotted, and may name a zero-argument callable that returns
     the graph. Like ``python -m``, a module target is imported with the current
     directory on ``sys.path``; like ``python file.py``, a file target is loaded
-    with its own directory on ``sys.path``.
+    with its own directory on ``sys.path``. With *validate*, a graph that
+    cannot run (a node wired to nothing) is refused here, as a cycle is when
+    the module declares it: both are mistakes in the target, before anything runs.
 
     Raises:
         UsageError: naming the problem: malformed target, module or file not
-            found, import failure, missing attribute, or not a graph.
+            found, import failure, missing attribute, not a graph, or (with
+            *validate*) a graph that cannot run.
     """
+    graph = _load(target)
+    if validate:
+        try:
+            graph.validate()
+        except GraphError as exc:
+            raise UsageError(f"{target!r} cannot run: {exc}") from exc
+    return graph
+
+
+def _load(target: str) -> Graph:
     where, sep, attr = target.rpartition(":")
     if not sep or not where or not attr:
         raise UsageError(

@@ -5,7 +5,7 @@ script or a daemon needs around it; ``flowgraph run`` on the command line is
 this, with arguments.
 """
 
-from ._progress import open_progress, require_rich
+from ._progress import open_progress, require_rich, run_state
 from ._run import (
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_CHECKPOINT_INTERVAL,
@@ -14,14 +14,19 @@ from ._run import (
     execute,
     run,
 )
+from ._signals import StopBeforeStart, catch_stop_signals, hold_stop_signals
 
 __all__ = [
     "DEFAULT_CHECKPOINT_EVERY",
     "DEFAULT_CHECKPOINT_INTERVAL",
     "DEFAULT_GRACE",
     "Outcome",
+    "StopBeforeStart",
+    "catch_stop_signals",
     "execute",
+    "hold_stop_signals",
     "open_progress",
     "require_rich",
     "run",
+    "run_state",
 ]

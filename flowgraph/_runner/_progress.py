@@ -148,6 +148,17 @@ def _length(fn: Any) -> int | None:
         return None
 
 
+def run_state(*, finished: bool, stopping: bool) -> str:
+    """One word for where a run is: ``running``, ``stopping``, ``stopped`` or ``finished``.
+
+    The live table and the command line's summary both use it, so that a run
+    ends with the same word in both.
+    """
+    if finished:
+        return "stopped" if stopping else "finished"
+    return "stopping" if stopping else "running"
+
+
 def progress_table(
     stats: RunStatistics, lengths: Mapping[str, int] | None = None, *, stopping: bool = False
 ) -> Table:
@@ -160,8 +171,7 @@ def progress_table(
 
     lengths = lengths or {}
     nodes = list(stats.values())
-    finished = all(s.finished for s in nodes)
-    state = "finished" if finished else "stopping" if stopping else "running"
+    state = run_state(finished=all(s.finished for s in nodes), stopping=stopping)
     table = Table(title=f"{stats.graph} · {stats.elapsed:.1f}s · {state}", title_justify="left")
     table.add_column("node")
     table.add_column("kind")

@@ -12,8 +12,9 @@ daemon under a process supervisor is expected to behave:
    (``run.stop(grace=0)``).
 
 Either way the run's last checkpoint commit records how far every source got,
-so a restart resumes right after it. The signal handler is a task of the run,
-reading ``anyio.open_signal_receiver``, so it works the same on asyncio and trio.
+so a restart resumes right after it. The signal handler (``_signals.Stopper``)
+is a task of the run, reading ``anyio.open_signal_receiver``, so it works the
+same on asyncio and trio.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import signal
+import sys
 import threading
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -33,14 +35,15 @@ from .._core._run import open_run
 from .._core._validate import to_seconds
 from .._stores import Checkpoints, DeadLetters, StateStore, open_store, parse_store_url
 from ._progress import open_progress, require_rich
+from ._signals import STOP_SIGNALS, Stopper, restore_handlers
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import Callable
     from datetime import timedelta
 
     from .._core._graph import Graph
-    from .._core._run import Run, RunResult
+    from .._core._run import RunResult
 
 logger = logging.getLogger("flowgraph")
 
@@ -52,8 +55,6 @@ DEFAULT_CHECKPOINT_EVERY = 100
 
 DEFAULT_CHECKPOINT_INTERVAL = 1.0
 """Longest time between two checkpoint commits, by default (as ``fg.Checkpoints``)."""
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def run(
@@ -86,8 +87,10 @@ def run(
     With ``handle_signals=True``, SIGINT (Ctrl-C) and SIGTERM stop the run
     gracefully instead of interrupting it: the sources stop, items in flight
     drain for up to *grace* seconds, then what is left is cancelled; a second
-    signal cancels at once. The result then has ``stopped=True``. Each signal
-    is logged as a warning on the ``flowgraph`` logger.
+    signal cancels at once (the same signal again within half a second is the
+    same request delivered twice, as GNU ``timeout`` does, and counts once).
+    The result then has ``stopped=True``. Each signal is logged as a warning on
+    the ``flowgraph`` logger.
 
     Args:
         graph: the graph to run.
@@ -110,7 +113,9 @@ def run(
         StoreError: if the store cannot be opened or fails.
         ImportError: if ``progress=True`` and rich is not installed, or *state*
             is a PostgreSQL URL and psycopg is not installed.
-        RuntimeError: if ``handle_signals=True`` outside the main thread.
+        RuntimeError: if an event loop is already running in this thread (use
+            ``await graph.run()`` there), or ``handle_signals=True`` outside the
+            main thread.
 
     Added in 0.1.
     """
@@ -156,9 +161,20 @@ def execute(
     state: str | os.PathLike[str] | None = None,
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
     checkpoint_interval: float | timedelta = DEFAULT_CHECKPOINT_INTERVAL,
+    received: list[signal.Signals] | None = None,
     **options: Any,
 ) -> Outcome:
-    """Like :func:`run`, but also say whether a signal stopped the run and how."""
+    """Like :func:`run`, but also say whether a signal stopped the run and how.
+
+    With *handle_signals*, the signals in *received* (those that arrived
+    before, from :func:`hold_stop_signals`) stop the run as soon as it starts.
+    """
+    library = running_library()
+    if library is not None:
+        raise RuntimeError(
+            f"fg.run() starts an event loop, but {library} is already running in this "
+            "thread: in async code, use 'await graph.run()' or 'async with fg.open_run(graph)'"
+        )
     seconds = to_seconds("grace", grace, inclusive=True)
     if handle_signals and threading.current_thread() is not threading.main_thread():
         raise RuntimeError(
@@ -180,9 +196,27 @@ def execute(
         grace=seconds,
         state=state,
         checkpoints=functools.partial(Checkpoints, every=every, interval=interval),
+        received=received or [],
         options=options,
     )
     return anyio.run(main, backend=backend, backend_options=backend_options)
+
+
+def running_library() -> str | None:
+    """The async library whose event loop runs in this thread, if any."""
+    # Neither loop can run unless its library was imported: no import here.
+    asyncio = sys.modules.get("asyncio")
+    if asyncio is not None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            return "asyncio"
+    trio = sys.modules.get("trio")
+    if trio is not None and trio.lowlevel.in_trio_run():
+        return "trio"
+    return None
 
 
 async def _execute(
@@ -193,6 +227,7 @@ async def _execute(
     grace: float,
     state: str | os.PathLike[str] | None,
     checkpoints: Callable[[StateStore], Checkpoints],
+    received: list[signal.Signals],
     options: dict[str, Any],
 ) -> Outcome:
     async with AsyncExitStack() as stack:
@@ -200,7 +235,7 @@ async def _execute(
         if handle_signals:
             # asyncio resets the handlers to the defaults on exit: put back whatever was there.
             saved = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-            stack.callback(_restore_handlers, saved)
+            stack.callback(restore_handlers, saved)
             # Opened before the run starts, so that a signal during start-up is queued, not lost.
             signals = stack.enter_context(anyio.open_signal_receiver(*STOP_SIGNALS))
         if state is not None:
@@ -209,6 +244,8 @@ async def _execute(
         async with open_run(graph, **options) as run:
             stopper = Stopper(run, grace)
             if signals is not None:
+                if received:  # before the sources take their first step
+                    stopper.stop(received[0])
                 run.start_soon(stopper.watch, signals, name="flowgraph signal handler")
             if progress:
                 async with open_progress(run):
@@ -222,55 +259,3 @@ def _with_store(
     """*options* with checkpoints and dead letters kept in *store*, unless they name their own."""
     given = {key: value for key, value in options.items() if value is not None}
     return {"checkpoints": checkpoints(store), "dead_letters": DeadLetters(store), **given}
-
-
-def _restore_handlers(saved: dict[signal.Signals, Any]) -> None:
-    for signum, handler in saved.items():
-        if handler is not None:  # None: installed outside Python, which we cannot restore
-            signal.signal(signum, handler)
-
-
-@final
-class Stopper:
-    """Turns stop signals into ``run.stop()``: graceful first, then cancelling."""
-
-    def __init__(self, run: Run, grace: float) -> None:
-        self.run = run
-        self.grace = grace
-        self.signal: signal.Signals | None = None
-        self.cancelled = False
-
-    async def watch(self, signals: AsyncIterator[int]) -> None:
-        """Act on each signal from *signals* until every node has finished."""
-        async with anyio.create_task_group() as task_group:
-            task_group.start_soon(self._close_when_finished, task_group.cancel_scope)
-            async for signum in signals:
-                name = signal.Signals(signum).name
-                if self.signal is not None:
-                    self._cancel(f"received {name} while stopping")
-                    continue
-                self.signal = signal.Signals(signum)
-                logger.warning(
-                    "received %s: stopping the sources; items in flight have %gs to finish "
-                    "(send it again to cancel them now)",
-                    name,
-                    self.grace,
-                )
-                self.run.stop()
-                task_group.start_soon(self._cancel_after_grace)
-
-    async def _close_when_finished(self, scope: anyio.CancelScope) -> None:
-        await self.run.wait_finished()
-        scope.cancel()
-
-    async def _cancel_after_grace(self) -> None:
-        with anyio.move_on_after(self.grace):
-            await self.run.wait_finished()
-            return
-        self._cancel(f"the grace period of {self.grace:g}s is over")
-
-    def _cancel(self, reason: str) -> None:
-        if not self.cancelled:
-            self.cancelled = True
-            logger.warning("%s: cancelling the items in flight", reason)
-            self.run.stop(grace=0)

@@ -292,14 +292,48 @@ def test_fake_api_is_parametrized_indirectly(project: pytest.Pytester) -> None:
 
 
 def test_importing_the_plugin_stays_cheap() -> None:
-    """Loading the plugin imports neither Hypothesis, trio nor hypercorn."""
+    """Loading the plugin imports nothing of flowgraph's, nor anyio, httpx, Hypothesis or trio."""
     code = (
-        "import sys, flowgraph.testing.pytest_plugin\n"
-        "heavy = {'hypothesis', 'trio', 'hypercorn'}\n"
+        "import sys, pytest, _flowgraph_pytestplugin\n"
+        "heavy = {'flowgraph', 'anyio', 'httpx', 'hypothesis', 'trio', 'hypercorn'}\n"
         "print(sorted(heavy & {name.split('.')[0] for name in sys.modules}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_pytest_run_that_does_not_use_flowgraph_never_imports_it(
+    pytester: pytest.Pytester,
+) -> None:
+    """The plugin is loaded in every pytest run, but flowgraph only when a fixture needs it."""
+    pytester.makepyfile(
+        """
+        import sys
+
+        def test_unrelated(request):
+            assert request.config.pluginmanager.has_plugin("flowgraph")
+            assert not [m for m in sys.modules if m.split(".")[0] in ("flowgraph", "anyio")]
+
+        def test_using_a_fixture(fault_plan):
+            assert "flowgraph.testing" in sys.modules
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:anyio", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
+def test_the_old_module_keeps_its_public_names() -> None:
+    """``flowgraph.testing.pytest_plugin`` still offers the plugin's public names."""
+    import _flowgraph_pytestplugin
+    from flowgraph.testing import pytest_plugin
+
+    assert pytest_plugin.default_fault_plan is _flowgraph_pytestplugin.default_fault_plan
+    assert pytest_plugin.DEFAULT_FAULT_PROBABILITIES == {
+        "connect_error": 0.05,
+        "read_timeout": 0.05,
+        "server_error": 0.10,
+        "rate_limited": 0.05,
+    }
 
 
 def test_pytest_starts_without_httpx(pytester: pytest.Pytester) -> None:
