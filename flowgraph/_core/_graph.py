@@ -137,7 +137,11 @@ class Graph:
             name (str): node name, unique in the graph (default: the function's name).
             checkpoint (bool): hand the source its resume position; track its items.
             max_in_flight (int): most unacknowledged items of a checkpointed source.
-            retry, rate, timeout, on_error, idempotent: as for :meth:`transform`.
+            retry (Policy | None): retry a failed source, as for :meth:`transform`.
+            rate (Policy | None): limit how fast the source's items are taken.
+            timeout (float | timedelta | None): seconds each next item may take.
+            on_error (str): what to do when the source gives up, as for :meth:`transform`.
+            idempotent (bool): a failed source that had emitted items may run again.
 
         Raises:
             GraphError: if an option is unknown or invalid, or the name is taken.
