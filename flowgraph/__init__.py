@@ -36,6 +36,7 @@ from ._policies import RateLimiter as RateLimiter
 from ._policies import Retry as Retry
 from ._runner import open_progress as open_progress
 from ._runner import run as run
+from ._sinks import CopyInto as CopyInto
 from ._sinks import Upsert as Upsert
 from ._sources import poll as poll
 from ._stores import Checkpoints as Checkpoints
@@ -50,6 +51,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CheckpointCommitted",
     "Checkpoints",
+    "CopyInto",
     "DeadLetter",
     "DeadLetters",
     "Event",

@@ -70,18 +70,19 @@ class PostgresLink:
 
         return sql.Identifier(*parts).as_string(self.connection)
 
-    def columns(self, table: Table) -> set[str] | None:
-        """The table's columns, or ``None`` if no such table is visible."""
+    def columns(self, table: Table) -> dict[str, str] | None:
+        """The table's columns and their types, or ``None`` if no such table is visible."""
         import psycopg
 
         try:
             with self.cursor() as cursor:
                 cursor.execute(
-                    "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s)"
-                    " AND attnum > 0 AND NOT attisdropped",
+                    "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+                    " WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped"
+                    " ORDER BY attnum",
                     (self.identifier(*table),),
                 )
-                return {row[0] for row in cursor.fetchall()} or None
+                return dict(cursor.fetchall()) or None
         except psycopg.Error as exc:
             raise StoreError(
                 f"cannot read table {table_label(table)}: {describe_error(exc)}"
@@ -113,7 +114,8 @@ class PostgresTable(Database):
         return self._link.identifier(name)
 
     def describe(self, table: Table) -> set[str] | None:
-        return self._link.columns(table)
+        columns = self._link.columns(table)
+        return None if columns is None else set(columns)
 
     def create(self, table: Table, columns: list[tuple[str, str]], key: tuple[str, ...]) -> None:
         import psycopg
