@@ -36,7 +36,10 @@ from ._policies import RateLimiter as RateLimiter
 from ._policies import Retry as Retry
 from ._runner import open_progress as open_progress
 from ._runner import run as run
+from ._sinks import CSV as CSV
 from ._sinks import CopyInto as CopyInto
+from ._sinks import JsonLines as JsonLines
+from ._sinks import Parquet as Parquet
 from ._sinks import Upsert as Upsert
 from ._sources import poll as poll
 from ._stores import Checkpoints as Checkpoints
@@ -49,6 +52,7 @@ from ._stores import open_store as open_store
 __version__ = "0.1.0"
 
 __all__ = [
+    "CSV",
     "CheckpointCommitted",
     "Checkpoints",
     "CopyInto",
@@ -62,6 +66,7 @@ __all__ = [
     "GraphError",
     "ItemDeadLettered",
     "ItemFailed",
+    "JsonLines",
     "Limit",
     "Node",
     "NodeError",
@@ -69,6 +74,7 @@ __all__ = [
     "NodeKind",
     "NodeStarted",
     "NodeStatistics",
+    "Parquet",
     "Policy",
     "Positioned",
     "Rate",

@@ -19,6 +19,17 @@ from .._core._exceptions import describe_item
 _strict = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False)
 
 
+def _dates_as_text(value: Any) -> Any:
+    if isinstance(value, dt.date | dt.time | Decimal | uuid.UUID):
+        return text_value(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+_with_dates = json.JSONEncoder(
+    allow_nan=False, separators=(",", ":"), ensure_ascii=False, default=_dates_as_text
+)
+
+
 class BadValue(ValueError):
     """A value that cannot be written as it is; says which column and why."""
 
@@ -28,15 +39,21 @@ class BadValue(ValueError):
         self.reason = reason
 
 
-def strict_json(column: str, value: Any) -> str:
+def strict_json(column: str, value: Any, *, dates: bool = False) -> str:
     """*value* as compact JSON text, refusing NaN, infinity and what JSON cannot encode.
+
+    With *dates*, dates, times, decimals and UUIDs nested anywhere are written
+    as text (ISO 8601, exact digits); without, they are refused like any
+    other value JSON has no type for.
 
     Raises:
         BadValue: naming *column* and the reason.
     """
     try:
-        return _strict.encode(value)
-    except ValueError:
+        return (_with_dates if dates else _strict).encode(value)
+    except ValueError as exc:
+        if "ircular" in str(exc):
+            raise BadValue(column, "holds a circular reference") from None
         raise BadValue(column, "holds NaN or infinity, which JSON cannot represent") from None
     except (TypeError, RecursionError) as exc:
         raise BadValue(column, f"holds a value JSON cannot encode ({exc})") from None
