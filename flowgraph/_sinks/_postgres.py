@@ -140,6 +140,11 @@ class PostgresTable(Database):
                 cursor.executemany(self.statement(table, key, names), values)
 
     def encode(self, names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any, ...]:
+        for value in values:
+            if isinstance(value, dict | list):
+                break
+        else:
+            return values
         jsonb = self._jsonb
         return tuple(
             jsonb(strict_json(name, value), _verbatim) if isinstance(value, dict | list) else value

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from ._names import Table
 
 
+_STORED_AS_IS = frozenset({str, int, bool, bytes, type(None)})
+
+
 class SQLiteTable(Database):
     """Upsert's connection to one SQLite file."""
 
@@ -76,7 +79,11 @@ class SQLiteTable(Database):
             raise
 
     def encode(self, names: tuple[str, ...], values: tuple[Any, ...]) -> tuple[Any, ...]:
-        return tuple(map(_value, names, values))
+        for value in values:
+            kind = type(value)
+            if kind not in _STORED_AS_IS and not (kind is float and value == value):
+                return tuple(map(_value, names, values))
+        return values
 
     def type_of(self, value: object) -> str:
         if isinstance(value, bool | int):

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Upsert"]
 
+_NAMED_LIMIT = 1024  # distinct column tuples remembered as checked
+
 
 @dataclass(slots=True)
 class _Write:
@@ -127,6 +129,7 @@ class Upsert:
         self.columns: tuple[str, ...] | None = None if columns is None else tuple(columns)
         self.__name__ = f"upsert_{'_'.join(self._table)}"
         self._types = types
+        self._named: set[tuple[str, ...]] = set()  # column tuples of items, already checked
         self._db: Database | None = None
         self._depth = 0
         self._pending: list[_Write] = []
@@ -195,7 +198,7 @@ class Upsert:
         )
 
     def _row(self, row: Any, item: Any) -> Row:
-        if not isinstance(row, Mapping):
+        if type(row) is not dict and not isinstance(row, Mapping):
             raise TypeError(
                 f"Upsert into {table_label(self._table)} takes mappings of columns to values "
                 f"(got {describe_item(row)} in {describe_item(item)})"
@@ -211,14 +214,21 @@ class Upsert:
             names = tuple(name for name in self.columns if name in row)
         else:
             names = tuple(row)
-            for name in names:
-                bad = name_problem(name, self._kind)
-                if bad is not None:
-                    raise ValueError(
-                        f"item {describe_item(item)} has key {name!r}, which cannot be a "
-                        f"column of table {table_label(self._table)}: it {bad}"
-                    )
-        return names, tuple(row[name] for name in names)
+            if names not in self._named:
+                self._check_names(names, item)
+        return names, tuple(map(row.__getitem__, names))
+
+    def _check_names(self, names: tuple[Any, ...], item: Any) -> None:
+        for name in names:
+            bad = name_problem(name, self._kind)
+            if bad is not None:
+                raise ValueError(
+                    f"item {describe_item(item)} has key {name!r}, which cannot be a "
+                    f"column of table {table_label(self._table)}: it {bad}"
+                )
+        if len(self._named) >= _NAMED_LIMIT:
+            self._named.clear()
+        self._named.add(names)
 
     # -- database work, in the worker thread -----------------------------------------------
 
