@@ -258,6 +258,7 @@ async def test_a_table_that_cannot_take_the_load_is_refused_when_the_sink_opens(
         ),
         ({"columns": []}, r"^columns must name at least one column$"),
         ({"columns": ["a", "a"]}, r"^columns name \['a'\] more than once$"),
+        ({"columns": "a"}, r"^columns must be a list of names \(got 'a'\)$"),
         ({"key": "b"}, r"^key column\(s\) \['b'\] must be among columns= \['a'\]$"),
         ({"table": "x" * 64}, r"^table name 'x{64}' is longer than 63 bytes"),
     ],

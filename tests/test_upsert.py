@@ -239,6 +239,7 @@ async def test_missing_key_fails_the_node_naming_the_item(tmp_path: Path) -> Non
         ({"key": ()}, r"^key columns must name at least one column$"),
         ({"key": ("a", "a"), "columns": ["a"]}, r"^key columns name \['a'\] more than once$"),
         ({"columns": ["id", ""]}, r"^column '' is empty$"),
+        ({"columns": "id"}, r"^columns must be a list of names \(got 'id'\)$"),
         (
             {"columns": {"id": "TEXT); DROP TABLE x; --"}},
             r"^SQL type of column 'id' is malformed: 'TEXT\); DROP TABLE x; --'$",

@@ -21,7 +21,7 @@ import anyio.to_thread
 
 from .._core._exceptions import GraphError, StoreError, describe_error, describe_item
 from .._stores import parse_store_url
-from ._names import check_columns, check_table, table_label
+from ._names import check_columns, check_table, column_list, table_label
 from ._values import BadValue, item_error, strict_json
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ class CopyInto:
         if kind != "postgres":
             raise GraphError(f"CopyInto needs a postgresql:// URL (got {url!r})")
         self._table = check_table(table, "postgres")
-        self.columns = check_columns("column", columns, "postgres")
+        self.columns = column_list(columns, "postgres")
         self.key = None if key is None else check_columns("key column", key, "postgres")
         if self.key is not None:
             missing = [name for name in self.key if name not in self.columns]

@@ -7,9 +7,9 @@ import io
 import operator
 from typing import TYPE_CHECKING, Any, final
 
-from .._core._exceptions import GraphError, describe_item
+from .._core._exceptions import describe_item
 from ._files import FileSink
-from ._names import check_columns
+from ._names import column_list
 from ._values import BadValue, item_error, strict_json, text_value
 
 if TYPE_CHECKING:
@@ -120,9 +120,7 @@ class CSV(FileSink):
     def __init__(
         self, path: str | os.PathLike[str], *, columns: Sequence[str], exists: Exists = "error"
     ) -> None:
-        if isinstance(columns, str):
-            raise GraphError(f"columns must be a list of names (got {columns!r})")
-        self.columns = check_columns("column", columns, "sqlite")
+        self.columns = column_list(columns, "sqlite")
         super().__init__(path, exists=exists)
         self._get: Callable[[Any], Any] = operator.itemgetter(*self.columns)
         self._single = len(self.columns) == 1

@@ -81,6 +81,13 @@ def check_columns(what: str, names: object, dialect: Dialect) -> tuple[str, ...]
     return checked
 
 
+def column_list(columns: object, dialect: Dialect) -> tuple[str, ...]:
+    """Check a ``columns=`` argument: a list of names (a lone string is a mistake, refused)."""
+    if isinstance(columns, str):
+        raise GraphError(f"columns must be a list of names (got {columns!r})")
+    return check_columns("column", columns, dialect)
+
+
 def check_sql_type(column: str, sql_type: object) -> str:
     """A column type for ``CREATE TABLE``: a type name, maybe with a size or ``[]``.
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, final
 
-from .._core._exceptions import GraphError, describe_item
+from .._core._exceptions import describe_item
 from .._core._validate import positive_int
 from ._files import FileSink
-from ._names import check_columns
+from ._names import check_columns, column_list
 
 if TYPE_CHECKING:
     import os
@@ -90,9 +90,7 @@ class Parquet(FileSink):
         partitions: tuple[str, ...] = ()
         if isinstance(partition_by, str) or partition_by:
             partitions = check_columns("partition column", partition_by, "sqlite")
-        if isinstance(columns, str):
-            raise GraphError(f"columns must be a list of names (got {columns!r})")
-        self.columns = None if columns is None else check_columns("column", columns, "sqlite")
+        self.columns = None if columns is None else column_list(columns, "sqlite")
         self.partition_by = partitions
         self.row_group_size = positive_int("row_group_size", row_group_size)
         self.flush_at = self.row_group_size

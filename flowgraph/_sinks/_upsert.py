@@ -22,7 +22,14 @@ import anyio.to_thread
 
 from .._core._exceptions import GraphError, StoreError, describe_error, describe_item
 from .._stores import parse_store_url
-from ._names import check_columns, check_sql_type, check_table, name_problem, table_label
+from ._names import (
+    check_columns,
+    check_sql_type,
+    check_table,
+    column_list,
+    name_problem,
+    table_label,
+)
 from ._values import BadValue, item_error
 
 if TYPE_CHECKING:
@@ -117,7 +124,7 @@ class Upsert:
         keys = check_columns("key column", key, self._kind)
         types: dict[str, str] = {}
         if columns is not None:
-            names = check_columns("column", columns, self._kind)
+            names = column_list(columns, self._kind)
             if isinstance(columns, Mapping):
                 types = {name: check_sql_type(name, columns[name]) for name in names}
             missing = [name for name in keys if name not in names]
