@@ -68,7 +68,7 @@ graph.connect(
 
 
 async def main():
-    checkpoints = fg.Checkpoints(URL, every=2, interval=0.1)
+    checkpoints = fg.Checkpoints(URL, every=5, interval=0.5)
     async with fg.open_run(graph, checkpoints=checkpoints) as run:
         print("started", flush=True)
     print(json.dumps({"stopped": run.result.stopped}), flush=True)
@@ -92,6 +92,17 @@ def wait_for_dead_clients(url: str, timeout: float = 10.0) -> None:
         " AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
     )[0][0]:
         assert time.monotonic() < deadline, "sessions outlived the daemon"
+        time.sleep(0.01)
+
+
+def wait_for_progress(url: str, process: subprocess.Popen[bytes]) -> None:
+    """Wait until this run has loaded two more batches, so the kill lands mid-load."""
+    before = query(url, "SELECT count(*) FROM appended")[0][0]
+    deadline = time.monotonic() + 15
+    while query(url, "SELECT count(*) FROM appended")[0][0] < before + 2 * BATCH:
+        if process.poll() is not None:
+            return
+        assert time.monotonic() < deadline, "the daemon made no progress"
         time.sleep(0.01)
 
 
@@ -133,7 +144,8 @@ def test_kill_9_with_copy_into_by_key_loses_nothing_and_duplicates_nothing(
             process, out = start(tmp_path, config, run)
             processes.append(process)
             wait_started(process, out)
-            time.sleep(rng.uniform(0.1, 0.4))
+            wait_for_progress(url, process)
+            time.sleep(rng.uniform(0.0, 0.2))
             if process.poll() is not None:
                 break
             os.kill(process.pid, signal.SIGKILL)
