@@ -537,3 +537,13 @@ async def test_a_failed_parquet_file_with_row_groups_written_is_removed_cleanly(
     with pytest.raises(Boom):
         await fail_after_writing()
     assert listing(tmp_path) == []
+
+
+async def test_a_file_whose_only_item_was_refused_is_not_written(tmp_path: Path) -> None:
+    """A destination created for an item that then failed holds no row: no empty file appears."""
+    async with fg.Parquet(tmp_path / "{k}.parquet", row_group_size=1) as sink:
+        await sink({"k": "a", "n": 1})
+        with pytest.raises(ValueError, match=r"column 'n' holds string, the file int64$"):
+            await sink([{"k": "a", "n": "x"}, {"k": "b", "n": "y"}])
+    assert listing(tmp_path) == ["a.parquet"]
+    assert pq.read_table(tmp_path / "a.parquet").to_pylist() == [{"k": "a", "n": 1}]

@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Self
 
 import anyio
 import anyio.to_thread
@@ -102,7 +102,7 @@ class FileSink:
 
     # -- the run -----------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Any:
+    async def __aenter__(self) -> Self:
         if self._depth == 0:
             limiter = anyio.CapacityLimiter(1)
             await anyio.to_thread.run_sync(self._check_start, limiter=limiter)
@@ -143,21 +143,28 @@ class FileSink:
                 f"{type(self).__name__} {self._pattern!r} is not open: use it as a sink of a "
                 "run (the run opens it) or in `async with`"
             )
-        chunks = [(path, self.encode(rows, item)) for path, rows in self._route(item).items()]
+        chunks = [
+            (path, len(rows), self.encode(rows, item)) for path, rows in self._route(item).items()
+        ]
         async with self._lock:
-            new = [path for path, _ in chunks if path not in self._destinations]
+            new = [path for path, _, _ in chunks if path not in self._destinations]
             if new:
                 created = await anyio.to_thread.run_sync(
                     self._create, new, item, limiter=self._limiter
                 )
                 self._destinations.update(created)
             fitted = [
-                (self._destinations[path], self.prepare(self._destinations[path], chunk, item))
-                for path, chunk in chunks
+                (
+                    self._destinations[path],
+                    rows,
+                    self.prepare(self._destinations[path], chunk, item),
+                )
+                for path, rows, chunk in chunks
             ]
             full = []
-            for destination, chunk in fitted:
+            for destination, rows, chunk in fitted:
                 destination.pending.append(chunk)
+                destination.rows += rows
                 destination.size += self.chunk_size(chunk)
                 if destination.size >= self.flush_at:
                     full.append(destination)
@@ -216,8 +223,12 @@ class FileSink:
 
     def _commit(self, destinations: list[Destination]) -> list[Path]:
         committed: list[Path] = []
+        # A file created for an item that was then refused holds no row: never publish it.
+        _discard(self, [each for each in destinations if not each.rows])
         try:
             for destination in destinations:
+                if not destination.rows:
+                    continue
                 self._flush([destination])
                 self.finish(destination)
                 file, temp = destination.file, destination.temp
