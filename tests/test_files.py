@@ -22,6 +22,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import flowgraph as fg
 
@@ -547,3 +549,44 @@ async def test_a_file_whose_only_item_was_refused_is_not_written(tmp_path: Path)
             await sink([{"k": "a", "n": "x"}, {"k": "b", "n": "y"}])
     assert listing(tmp_path) == ["a.parquet"]
     assert pq.read_table(tmp_path / "a.parquet").to_pylist() == [{"k": "a", "n": 1}]
+
+
+CELLS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**53), 2**53),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(),
+)
+ROWS = st.lists(st.fixed_dictionaries({"id": st.integers(0, 10**6), "v": CELLS}), max_size=5)
+
+
+@settings(max_examples=30)
+@given(items=st.lists(st.one_of(ROWS, ROWS.filter(bool).map(lambda rows: rows[0])), max_size=8))
+async def test_json_lines_read_back_every_row_in_order(tmp_path: Path, items: list[Any]) -> None:
+    """Any mix of rows and batches reads back as the same rows in the same order."""
+    path = tmp_path / "prop.jsonl"
+    async with fg.JsonLines(path, exists="replace") as sink:
+        for item in items:
+            await sink(item)
+    expected = [row for item in items for row in ([item] if isinstance(item, dict) else item)]
+    assert (lines(path) if path.exists() else []) == expected
+    assert listing(tmp_path) == (["prop.jsonl"] if expected else [])
+    path.unlink(missing_ok=True)
+
+
+@settings(max_examples=30)
+@given(items=st.lists(st.one_of(ROWS, ROWS.filter(bool).map(lambda rows: rows[0])), max_size=8))
+async def test_csv_reads_back_every_cell_in_order(tmp_path: Path, items: list[Any]) -> None:
+    """Any text, numbers and None read back with the csv module as written (None as empty)."""
+    path = tmp_path / "prop.csv"
+    async with fg.CSV(path, columns=["id", "v"], exists="replace") as sink:
+        for item in items:
+            await sink(item)
+    rows = [row for item in items for row in ([item] if isinstance(item, dict) else item)]
+    expected = [["id", "v"]] + [[str(r["id"]), "" if r["v"] is None else str(r["v"])] for r in rows]
+    if rows:
+        with path.open(newline="") as file:
+            assert list(csv.reader(file)) == expected
+    assert listing(tmp_path) == (["prop.csv"] if rows else [])
+    path.unlink(missing_ok=True)

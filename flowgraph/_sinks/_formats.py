@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     from ._files import Destination, Exists
 
 _PLAIN = (str, int, float)
+# Valid inside JSON strings, but line breaks to str.splitlines and to many JSON Lines
+# readers: escaped, so one row is always one line.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
 
 
 @final
@@ -74,7 +77,7 @@ class JsonLines(FileSink):
             except BadValue:
                 raise self._bad_row(row, item) from None
         lines.append("")
-        return "\n".join(lines).encode()
+        return "\n".join(lines).translate(_LINE_BREAKS).encode()
 
     def _bad_row(self, row: Mapping[str, Any], item: Any) -> ValueError:
         for column, value in row.items():
