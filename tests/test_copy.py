@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from databases import connect
 
@@ -145,6 +146,36 @@ async def test_bad_rows_are_clear_errors_naming_the_row_and_the_item(url: str) -
             await sink("abc")  # type: ignore[arg-type]
         await sink({"id": 4, "name": "d", "body": None})
     assert query(url, "SELECT id FROM events") == [(4,)]
+
+
+async def test_batches_handed_over_together_still_fail_alone(url: str) -> None:
+    """Calls queued while a load runs go to the thread together; each is its own transaction."""
+    execute(url, "ALTER TABLE events ADD CONSTRAINT positive CHECK (id >= 0)")
+    batches = [rows(5, start=10 * n) for n in range(6)]
+    batches[3] = [*batches[3], {"id": -1, "name": "bad", "body": None}]
+    outcomes: dict[int, BaseException | None] = {}
+
+    async def load(sink: fg.CopyInto, number: int) -> None:
+        try:
+            await sink(batches[number])
+        except fg.StoreError as exc:
+            outcomes[number] = exc
+        else:
+            outcomes[number] = None
+
+    async with fg.CopyInto(url, "events", columns=["id", "name", "body"], key="id") as sink:
+        assert sink._group is not None
+        group = sink._group
+        async with anyio.create_task_group() as tg:
+            await group.lock.acquire()
+            for number in range(6):
+                tg.start_soon(load, sink, number)
+            await anyio.wait_all_tasks_blocked()
+            assert len(group.pending) == 6
+            group.lock.release()
+    assert [n for n, exc in sorted(outcomes.items()) if exc is not None] == [3]
+    loaded = [row[0] for row in query(url, "SELECT id FROM events ORDER BY id")]
+    assert loaded == [10 * n + i for n in (0, 1, 2, 4, 5) for i in range(5)]
 
 
 async def test_a_batch_in_a_graph_is_retried_and_dead_lettered_as_one_item(

@@ -167,8 +167,8 @@ async def test_a_call_cancelled_while_waiting_is_withdrawn(tmp_path: Path) -> No
     url = f"sqlite:///{tmp_path / 'c.db'}"
     async with fg.Upsert(url, "c") as sink:
         await sink({"id": 0})
-        lock, release = sink._lock, anyio.Event()
-        assert lock is not None
+        assert sink._group is not None
+        lock, release = sink._group.lock, anyio.Event()
 
         async def hold_the_connection() -> None:
             async with lock:
@@ -369,7 +369,7 @@ async def test_nan_in_a_sqlite_column_is_refused_because_sqlite_stores_null(tmp_
     assert query(url, "SELECT id, x FROM t") == [(2, float("inf"))]
 
 
-def bad_item(database_url: str, key: int) -> dict[str, Any]:
+def bad_item(key: int) -> dict[str, Any]:
     """An item whose group write fails: in the encoder (JSON) or in the driver (an int too big)."""
     if key % 2:
         return {"id": key, "doc": {"when": {1, 2}}}
@@ -383,7 +383,7 @@ async def test_one_bad_item_in_a_group_fails_alone_whatever_raised(
 ) -> None:
     """Calls queued behind a held connection share one flush; only the bad one raises."""
     items = [{"id": i, "n": i} for i in range(20)]
-    items[bad_key] = bad_item(database_url, bad_key)
+    items[bad_key] = bad_item(bad_key)
     outcomes: dict[int, BaseException | None] = {}
 
     async def write(sink: fg.Upsert, item: dict[str, Any]) -> None:
@@ -395,14 +395,15 @@ async def test_one_bad_item_in_a_group_fails_alone_whatever_raised(
             outcomes[item["id"]] = None
 
     async with fg.Upsert(database_url, "grouped", columns=TYPES) as sink:
-        lock = sink._lock
-        assert lock is not None
+        assert sink._group is not None
+        group = sink._group
+        lock = group.lock
         async with anyio.create_task_group() as tg:
             await lock.acquire()
             for item in items:
                 tg.start_soon(write, sink, item)
             await wait_all_tasks_blocked()
-            assert len(sink._pending) == 20
+            assert len(group.pending) == 20
             lock.release()
     failed = {key: exc for key, exc in outcomes.items() if exc is not None}
     assert list(failed) == [bad_key]

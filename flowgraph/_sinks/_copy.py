@@ -17,10 +17,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, final
 
 import anyio
-import anyio.to_thread
 
 from .._core._exceptions import GraphError, StoreError, describe_error, describe_item
 from .._stores import parse_store_url
+from ._group import Call, Group
 from ._names import check_columns, check_table, column_list, table_label
 from ._values import BadValue, item_error, strict_json
 
@@ -68,8 +68,10 @@ class CopyInto:
     constraint on exactly the *key* columns (checked when the sink opens).
 
     One connection per run (sync psycopg in a worker thread, because psycopg's
-    async API runs on asyncio only); calls take turns on it. A run opens the
-    sink for its duration; it can also be used with ``async with``.
+    async API runs on asyncio only). With several workers on the sink, the
+    calls that arrive while a load runs go to the thread together, each still
+    in its own transaction. A run opens the sink for its duration; it can also
+    be used with ``async with``.
 
     Cancellation: once a call's transaction has started it runs to the end,
     committing all its rows or none. Errors: a batch that fails fails as a
@@ -125,7 +127,7 @@ class CopyInto:
         self._link: PostgresLink | None = None
         self._statements: dict[str, sql.Composed] = {}
         self._staged_on: object = None
-        self._limiter: anyio.CapacityLimiter | None = None
+        self._group: Group | None = None
         self._depth = 0
 
     def __repr__(self) -> str:
@@ -136,8 +138,9 @@ class CopyInto:
 
     async def __aenter__(self) -> CopyInto:
         if self._depth == 0:
-            self._limiter = anyio.CapacityLimiter(1)
-            self._link = await anyio.to_thread.run_sync(self._open, limiter=self._limiter)
+            group = Group()
+            self._link = await group.run_sync(self._open)
+            self._group = group
         self._depth += 1
         return self
 
@@ -148,22 +151,21 @@ class CopyInto:
         tb: TracebackType | None,
     ) -> None:
         self._depth -= 1
-        if self._depth == 0 and self._link is not None:
-            link, self._link = self._link, None
+        if self._depth == 0 and self._group is not None and self._link is not None:
+            group, link, self._group, self._link = self._group, self._link, None, None
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(link.close, limiter=self._limiter)
+                await group.run_sync(link.close)
 
     async def __call__(self, item: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> None:
         """Load *item* (a row, or a list of rows) in one transaction."""
-        if self._link is None:
+        if self._group is None:
             raise RuntimeError(
                 f"CopyInto {table_label(self._table)} is not open: use it as a sink of a run "
                 "(the run opens it) or in `async with`"
             )
         rows = self._rows(item)
-        if not rows:
-            return
-        await anyio.to_thread.run_sync(self._load, item, rows, limiter=self._limiter)
+        if rows:
+            await self._group.submit(item, rows, self._load_each)
 
     def _rows(self, item: Any) -> Sequence[Any]:
         if isinstance(item, Mapping):
@@ -245,6 +247,16 @@ class CopyInto:
             "FROM {stage} ORDER BY {key}, {order} DESC ON CONFLICT ({key}) {action}"
         ).format(table=table, columns=columns, key=key, stage=stage, order=order, action=action)
         return statements
+
+    def _load_each(self, calls: list[Call]) -> None:
+        """Load each call's rows in a transaction of its own: a batch fails alone."""
+        for call in calls:
+            try:
+                self._load(call.item, call.work)
+            except Exception as exc:
+                call.error = exc
+            else:
+                call.done = True
 
     def _load(self, item: Any, rows: Sequence[Any]) -> None:
         import psycopg

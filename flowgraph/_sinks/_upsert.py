@@ -14,14 +14,13 @@ so a sink with several workers commits in groups.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, final
 
 import anyio
-import anyio.to_thread
 
 from .._core._exceptions import GraphError, StoreError, describe_error, describe_item
 from .._stores import parse_store_url
+from ._group import Call, Group
 from ._names import (
     check_columns,
     check_sql_type,
@@ -41,17 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["Upsert"]
 
 _NAMED_LIMIT = 1024  # distinct column tuples remembered as checked
-
-
-@dataclass(slots=True)
-class _Write:
-    """One call's rows, waiting to be written by whichever call takes the lock first."""
-
-    item: Any
-    rows: list[Row]
-    taken: bool = False  # a flush has taken it: withdrawing it is too late
-    written: bool = False  # its transaction committed
-    error: BaseException | None = None
 
 
 @final
@@ -139,9 +127,7 @@ class Upsert:
         self._named: set[tuple[str, ...]] = set()  # column tuples of items, already checked
         self._db: Database | None = None
         self._depth = 0
-        self._pending: list[_Write] = []
-        self._lock: anyio.Lock | None = None
-        self._limiter: anyio.CapacityLimiter | None = None
+        self._group: Group | None = None
 
     def __repr__(self) -> str:
         key = self.key[0] if len(self.key) == 1 else self.key
@@ -150,9 +136,9 @@ class Upsert:
 
     async def __aenter__(self) -> Upsert:
         if self._depth == 0:
-            self._lock = anyio.Lock()
-            self._limiter = anyio.CapacityLimiter(1)
-            self._db = await anyio.to_thread.run_sync(self._open, limiter=self._limiter)
+            group = Group()
+            self._db = await group.run_sync(self._open)
+            self._group = group
         self._depth += 1
         return self
 
@@ -163,34 +149,19 @@ class Upsert:
         tb: TracebackType | None,
     ) -> None:
         self._depth -= 1
-        if self._depth == 0 and self._db is not None:
-            db, self._db = self._db, None
+        if self._depth == 0 and self._group is not None and self._db is not None:
+            group, db, self._group, self._db = self._group, self._db, None, None
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(db.close, limiter=self._limiter)
+                await group.run_sync(db.close)
 
     async def __call__(self, item: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> None:
         """Upsert *item* (a mapping, or a sequence of mappings in one transaction)."""
-        if self._lock is None or self._db is None:
+        if self._group is None:
             raise RuntimeError(
                 f"Upsert into {table_label(self._table)} is not open: use it as a sink of a run "
                 "(the run opens it) or in `async with`"
             )
-        write = _Write(item, self._rows(item))
-        self._pending.append(write)
-        try:
-            async with self._lock:
-                if not write.taken:
-                    batch, self._pending = self._pending, []
-                    for each in batch:
-                        each.taken = True
-                    await anyio.to_thread.run_sync(self._flush, batch, limiter=self._limiter)
-        except BaseException:
-            if not write.taken:
-                self._pending.remove(write)
-            raise
-        if not write.written:
-            assert write.error is not None
-            raise write.error
+        await self._group.submit(item, self._rows(item), self._flush)
 
     # -- preparing rows, on the event loop -------------------------------------------------
 
@@ -260,23 +231,23 @@ class Upsert:
             raise
         return db
 
-    def _flush(self, writes: list[_Write]) -> None:
-        """Write every call's rows; record on each write whether it committed, or its error."""
+    def _flush(self, writes: list[Call]) -> None:
+        """Write every call's rows; record on each call whether it committed, or its error."""
         try:
             self._write_all(writes)
         except Exception as exc:
             for write in writes:
-                if not write.written and write.error is None:
+                if not write.done and write.error is None:
                     write.error = self._error(write, exc)
 
-    def _write_all(self, writes: list[_Write]) -> None:
+    def _write_all(self, writes: list[Call]) -> None:
         db = self._db
         assert db is not None
-        if db.columns is None and any(write.rows for write in writes):
+        if db.columns is None and any(write.work for write in writes):
             db.create(self._table, self._inferred_columns(db, writes), self.key)
             db.columns = db.describe(self._table)
             db.check_key(self._table, self.key)
-        ready: list[tuple[_Write, list[Row]]] = []
+        ready: list[tuple[Call, list[Row]]] = []
         for write in writes:
             try:
                 ready.append((write, self._encoded(db, write)))
@@ -298,15 +269,15 @@ class Upsert:
                 except Exception as single:
                     write.error = self._error(write, single)
                 else:
-                    write.written = True
+                    write.done = True
         else:
             for write, _ in ready:
-                write.written = True
+                write.done = True
 
-    def _encoded(self, db: Database, write: _Write) -> list[Row]:
-        """The write's rows as the driver takes them; a ValueError naming the item if not."""
+    def _encoded(self, db: Database, write: Call) -> list[Row]:
+        """The call's rows as the driver takes them; a ValueError naming the item if not."""
         known = db.columns or set()
-        unknown = sorted({name for names, _ in write.rows for name in names} - known)
+        unknown = sorted({name for names, _ in write.work for name in names} - known)
         if unknown:
             raise ValueError(
                 f"item {describe_item(write.item)} has key(s) {unknown} that are not "
@@ -314,11 +285,11 @@ class Upsert:
                 "columns= to write only some keys"
             )
         try:
-            return [(names, db.encode(names, values)) for names, values in write.rows]
+            return [(names, db.encode(names, values)) for names, values in write.work]
         except BadValue as exc:
             raise item_error(write.item, f"table {table_label(self._table)}", exc) from None
 
-    def _error(self, write: _Write, exc: BaseException) -> StoreError:
+    def _error(self, write: Call, exc: BaseException) -> StoreError:
         if isinstance(exc, StoreError):
             return StoreError(f"{exc} (while writing item {describe_item(write.item)})")
         error = StoreError(
@@ -328,10 +299,10 @@ class Upsert:
         error.__cause__ = exc
         return error
 
-    def _inferred_columns(self, db: Database, writes: list[_Write]) -> list[tuple[str, str]]:
+    def _inferred_columns(self, db: Database, writes: list[Call]) -> list[tuple[str, str]]:
         found: dict[str, str | None] = dict.fromkeys(self.columns or ())
         for write in writes:
-            for names, values in write.rows:
+            for names, values in write.work:
                 for name, value in zip(names, values, strict=True):
                     if found.get(name) is None:
                         found[name] = None if value is None else db.type_of(value)
