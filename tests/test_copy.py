@@ -104,6 +104,26 @@ async def test_composite_key_and_a_key_of_every_column(postgres_schema_url: str)
     assert query(url, "SELECT a, b FROM seen") == [("x", 1)]
 
 
+async def test_a_key_matches_a_unique_index_in_any_order_ignoring_include_columns(
+    postgres_schema_url: str,
+) -> None:
+    """key= names the columns of a unique index, in any order; INCLUDE columns are not key."""
+    url = postgres_schema_url
+    execute(url, 'CREATE TABLE wide ("Zone" TEXT, "at" INT, note TEXT)')
+    execute(url, 'CREATE UNIQUE INDEX wide_key ON wide ("at", "Zone") INCLUDE (note)')
+    async with fg.CopyInto(url, "wide", columns=["Zone", "at", "note"], key=["Zone", "at"]) as sink:
+        await sink([{"Zone": "eu", "at": 1, "note": "a"}, {"Zone": "eu", "at": 1, "note": "b"}])
+    assert query(url, "SELECT * FROM wide") == [("eu", 1, "b")]
+    with pytest.raises(
+        fg.StoreError,
+        match=r"no primary key or unique constraint on exactly \['Zone', 'at', 'note'\]",
+    ):
+        async with fg.CopyInto(
+            url, "wide", columns=["Zone", "at", "note"], key=["Zone", "at", "note"]
+        ):
+            pass  # pragma: no cover
+
+
 async def test_a_failing_batch_fails_as_a_batch_naming_the_item(url: str) -> None:
     """One bad row rolls back its whole batch; the error names the batch; later batches load."""
     execute(url, "ALTER TABLE events ADD CONSTRAINT positive CHECK (id >= 0)")

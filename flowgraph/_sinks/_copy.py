@@ -36,9 +36,9 @@ __all__ = ["CopyInto"]
 
 _JSON_TYPES = frozenset({"json", "jsonb"})
 
-# The key columns of the table's unique indexes (INCLUDE columns left out), each sorted.
+# The key columns of the table's unique indexes (INCLUDE columns left out).
 _UNIQUE_KEYS = """
-SELECT (SELECT array_agg(a.attname::text ORDER BY a.attname::text) FROM pg_attribute a
+SELECT (SELECT array_agg(a.attname::text) FROM pg_attribute a
         WHERE a.attrelid = i.indrelid
           AND a.attnum = ANY ((i.indkey::int2[])[0:i.indnkeyatts - 1]))
 FROM pg_index i
@@ -206,8 +206,8 @@ class CopyInto:
             return
         with link.cursor() as cursor:
             cursor.execute(_UNIQUE_KEYS, (link.identifier(*self._table),))
-            unique = [row[0] for row in cursor.fetchall()]
-        if sorted(self.key) not in unique:
+            unique = [set(row[0] or ()) for row in cursor.fetchall()]
+        if set(self.key) not in unique:
             raise StoreError(
                 f"table {label} has no primary key or unique constraint on exactly "
                 f"{list(self.key)}, which key= needs for ON CONFLICT"
