@@ -48,6 +48,10 @@ from ._policies import RateLimiter as RateLimiter
 from ._policies import Retry as Retry
 from ._runner import open_progress as open_progress
 from ._runner import run as run
+from ._sinks import CSV as CSV
+from ._sinks import CopyInto as CopyInto
+from ._sinks import JsonLines as JsonLines
+from ._sinks import Parquet as Parquet
 from ._sinks import Upsert as Upsert
 from ._sources import Window as Window
 from ._sources import poll as poll
@@ -63,8 +67,10 @@ __version__ = "0.1.0"
 
 __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_exports.py checks
     "Batch",
+    "CSV",
     "CheckpointCommitted",
     "Checkpoints",
+    "CopyInto",
     "DAY",
     "DeadLetter",
     "DeadLetters",
@@ -79,6 +85,7 @@ __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_exports.py checks
     "HOUR",
     "ItemDeadLettered",
     "ItemFailed",
+    "JsonLines",
     "Limit",
     "MINUTE",
     "Node",
@@ -87,6 +94,7 @@ __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_exports.py checks
     "NodeKind",
     "NodeStarted",
     "NodeStatistics",
+    "Parquet",
     "Policy",
     "Positioned",
     "Rate",

@@ -31,7 +31,6 @@ MAX_LINES = 400
 LONG_MODULES: dict[str, str] = {
     "flowgraph._core._graph": "to shrink with typed options (#11)",
     "flowgraph._core._workers": "to split sources from transforms (#11)",
-    "flowgraph._sinks._upsert": "to share the stores' connection code (#11, #15)",
 }
 
 

@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import pytest
@@ -14,7 +14,7 @@ from anyio import wait_all_tasks_blocked
 from databases import connect
 
 import flowgraph as fg
-from flowgraph._sinks import _upsert
+from flowgraph._sinks import _sqlite
 
 
 def query(url: str, sql: str) -> list[tuple[Any, ...]]:
@@ -148,13 +148,13 @@ async def test_concurrent_calls_are_committed_in_groups(
 ) -> None:
     """Calls that arrive while a write runs go into the next transaction together."""
     transactions: list[int] = []
-    transact = _upsert._SQLite.transact
+    transact = _sqlite.SQLiteTable.transact
 
-    def counting(self: Any, rows: list[Any], table: str, key: tuple[str, ...]) -> None:
+    def counting(self: Any, rows: list[Any], table: Any, key: tuple[str, ...]) -> None:
         transactions.append(len(rows))
         transact(self, rows, table, key)
 
-    monkeypatch.setattr(_upsert._SQLite, "transact", counting)
+    monkeypatch.setattr(_sqlite.SQLiteTable, "transact", counting)
     async with fg.Upsert(tmp_path / "g.db", "g") as sink, anyio.create_task_group() as tg:
         for i in range(20):
             tg.start_soon(sink, {"id": i})
@@ -167,8 +167,8 @@ async def test_a_call_cancelled_while_waiting_is_withdrawn(tmp_path: Path) -> No
     url = f"sqlite:///{tmp_path / 'c.db'}"
     async with fg.Upsert(url, "c") as sink:
         await sink({"id": 0})
-        lock, release = sink._lock, anyio.Event()
-        assert lock is not None
+        assert sink._group is not None
+        lock, release = sink._group.lock, anyio.Event()
 
         async def hold_the_connection() -> None:
             async with lock:
@@ -201,7 +201,7 @@ async def test_item_without_the_key_is_a_clear_error(database_url: str) -> None:
 
 
 async def test_item_with_a_key_that_is_not_a_column_is_a_clear_error(database_url: str) -> None:
-    """Keys the table lacks, or that are not identifiers, are refused before any SQL."""
+    """Keys the table lacks, or that cannot name a column, are refused before any SQL."""
     async with fg.Upsert(database_url, "events") as sink:
         await sink({"id": 1, "name": "a"})
         with pytest.raises(
@@ -209,8 +209,11 @@ async def test_item_with_a_key_that_is_not_a_column_is_a_clear_error(database_ur
             match=r"^item \{'extra': 1, 'id': 2\} has key\(s\) \['extra'\] that are not columns of table 'events'",
         ):
             await sink({"id": 2, "extra": 1})
-        with pytest.raises(ValueError, match=r"has key 'a b', which is not a simple identifier"):
-            await sink({"id": 3, "a b": 1})
+        with pytest.raises(
+            ValueError,
+            match=r"^item \{'': 1, 'id': 3\} has key '', which cannot be a column of table 'events': it is empty$",
+        ):
+            await sink({"id": 3, "": 1})
     assert query(database_url, "SELECT id FROM events") == [(1,)]
 
 
@@ -225,25 +228,32 @@ async def test_missing_key_fails_the_node_naming_the_item(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("options", "message"),
     [
+        ({"table": ""}, r"^table name '' is empty$"),
+        ({"table": ".events"}, r"^schema '' is empty$"),
         (
-            {"table": "events; DROP TABLE x"},
-            r"^table name 'events; DROP TABLE x' is not a simple identifier: use letters, digits "
-            r"and underscores, not starting with a digit, at most 63 characters$",
+            {"table": ("a", "b", "c")},
+            r"^table must be 'name', 'schema.name' or a \('schema', 'name'\) tuple \(got \('a', 'b', 'c'\)\)$",
         ),
-        ({"table": "a.b.c"}, r"^table 'a.b.c' must be 'name' or 'schema.name'$"),
-        ({"key": 'id"'}, r"^key column 'id\"' is not a simple identifier"),
-        ({"key": ()}, r"^key must name at least one column$"),
-        ({"columns": ["id", "1st"]}, r"^column '1st' is not a simple identifier"),
+        ({"table": "nul\0"}, r"^table name 'nul\\x00' contains a NUL character$"),
+        ({"key": 7}, r"^key column 7 must be a string \(got int\)$"),
+        ({"key": ()}, r"^key columns must name at least one column$"),
+        ({"key": ("a", "a"), "columns": ["a"]}, r"^key columns name \['a'\] more than once$"),
+        ({"columns": ["id", ""]}, r"^column '' is empty$"),
+        ({"columns": "id"}, r"^columns must be a list of names \(got 'id'\)$"),
         (
             {"columns": {"id": "TEXT); DROP TABLE x; --"}},
             r"^SQL type of column 'id' is malformed: 'TEXT\); DROP TABLE x; --'$",
         ),
         ({"columns": ["name"]}, r"^key column\(s\) \['id'\] must be among columns= \['name'\]$"),
         ({"url": "mysql://x"}, r"^Upsert needs a database URL: unsupported state store URL"),
+        (
+            {"url": "postgresql://h/db", "table": "t" * 64},
+            r"^table name 't{64}' is longer than 63 bytes, and PostgreSQL would truncate it to another name$",
+        ),
     ],
 )
 def test_bad_names_are_refused_at_declaration(options: dict[str, Any], message: str) -> None:
-    """Identifiers are validated (never interpolated unchecked) when the sink is declared."""
+    """Names a database would refuse or silently change are refused when the sink is declared."""
     arguments: dict[str, Any] = {"url": "x.db", "table": "events", **options}
     with pytest.raises(fg.GraphError, match=message):
         fg.Upsert(arguments.pop("url"), arguments.pop("table"), **arguments)
@@ -302,3 +312,179 @@ def test_repr_and_node_name() -> None:
         "Upsert('sqlite:///d.db', 'raw.events', key=('a', 'b'), columns={'a': 'TEXT', 'b': 'INT'})"
     )
     assert fg.Graph("g").sink(sink).name == "upsert_raw_events"
+    dotted = fg.Upsert("x.db", ("my.schema", "t"))
+    assert repr(dotted) == "Upsert('x.db', ('my.schema', 't'), key='id')"
+
+
+# -- one bad item fails alone (#13) ----------------------------------------------------------
+
+BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
+    "datetime in a dict": (
+        {"doc": {"at": dt.datetime(2024, 1, 1)}},
+        r"column 'doc' holds a value JSON cannot encode \(Object of type datetime is not JSON serializable\)",
+    ),
+    "set in a list": (
+        {"doc": [{1, 2}]},
+        r"column 'doc' holds a value JSON cannot encode \(Object of type set is not JSON serializable\)",
+    ),
+    "NaN in a dict": (
+        {"doc": {"x": float("nan")}},
+        r"column 'doc' holds NaN or infinity, which JSON cannot represent",
+    ),
+    "infinity in a list": (
+        {"doc": [float("inf")]},
+        r"column 'doc' holds NaN or infinity, which JSON cannot represent",
+    ),
+}
+TYPES = {"id": "BIGINT", "n": "BIGINT", "doc": "TEXT"}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_VALUES))
+async def test_a_value_that_cannot_be_stored_faithfully_is_refused_naming_the_item(
+    database_url: str, case: str
+) -> None:
+    """JSON that Python would write as invalid text, or cannot encode, fails the item clearly."""
+    values, reason = BAD_VALUES[case]
+    bad = {"id": 7, **values}
+    async with fg.Upsert(database_url, "docs", columns={**TYPES, "doc": "JSONB"}) as sink:
+        with pytest.raises(
+            ValueError,
+            match=rf"^item \{{'doc': .*, 'id': 7\}} cannot be written to table 'docs': {reason}$",
+        ):
+            await sink(bad)
+        await sink({"id": 8, "doc": {"ok": [1.5]}})
+    assert query(database_url, "SELECT id FROM docs") == [(8,)]
+
+
+async def test_nan_in_a_sqlite_column_is_refused_because_sqlite_stores_null(tmp_path: Path) -> None:
+    """SQLite turns a float NaN into NULL: refused rather than stored as something else."""
+    url = f"sqlite:///{tmp_path / 'nan.db'}"
+    async with fg.Upsert(url, "t", columns={"id": "INTEGER", "x": "REAL"}) as sink:
+        with pytest.raises(
+            ValueError,
+            match=r"^item \{'id': 1, 'x': nan\} cannot be written to table 't': column 'x' is NaN, which SQLite would store as NULL$",
+        ):
+            await sink({"id": 1, "x": float("nan")})
+        await sink({"id": 2, "x": float("inf")})
+    assert query(url, "SELECT id, x FROM t") == [(2, float("inf"))]
+
+
+def bad_item(key: int) -> dict[str, Any]:
+    """An item whose group write fails: in the encoder (JSON) or in the driver (an int too big)."""
+    if key % 2:
+        return {"id": key, "doc": {"when": {1, 2}}}
+    # sqlite3 raises OverflowError (not a sqlite3.Error); PostgreSQL refuses it for BIGINT.
+    return {"id": key, "n": 2**70}
+
+
+@pytest.mark.parametrize("bad_key", [13, 14], ids=["encoder", "driver"])
+async def test_one_bad_item_in_a_group_fails_alone_whatever_raised(
+    database_url: str, bad_key: int
+) -> None:
+    """Calls queued behind a held connection share one flush; only the bad one raises."""
+    items = [{"id": i, "n": i} for i in range(20)]
+    items[bad_key] = bad_item(bad_key)
+    outcomes: dict[int, BaseException | None] = {}
+
+    async def write(sink: fg.Upsert, item: dict[str, Any]) -> None:
+        try:
+            await sink(item)
+        except Exception as exc:
+            outcomes[item["id"]] = exc
+        else:
+            outcomes[item["id"]] = None
+
+    async with fg.Upsert(database_url, "grouped", columns=TYPES) as sink:
+        assert sink._group is not None
+        group = sink._group
+        lock = group.lock
+        async with anyio.create_task_group() as tg:
+            await lock.acquire()
+            for item in items:
+                tg.start_soon(write, sink, item)
+            await wait_all_tasks_blocked()
+            assert len(group.pending) == 20
+            lock.release()
+    failed = {key: exc for key, exc in outcomes.items() if exc is not None}
+    assert list(failed) == [bad_key]
+    if bad_key == 13:
+        assert str(failed[bad_key]) == (
+            "item {'doc': {'when': {1, 2}}, 'id': 13} cannot be written to table 'grouped': "
+            "column 'doc' holds a value JSON cannot encode (Object of type set is not JSON serializable)"
+        )
+    else:
+        driver = "OverflowError" if database_url.startswith("sqlite") else "NumericValueOutOfRange"
+        assert str(failed[bad_key]).startswith(
+            f"upsert into 'grouped' failed on item {{'id': 14, 'n': {2**70}}}: {driver}: "
+        )
+    rows = query(database_url, "SELECT id FROM grouped ORDER BY id")
+    assert rows == [(i,) for i in range(20) if i != bad_key]
+
+
+@pytest.mark.parametrize("on_error", ["skip", "dead_letter", "raise"])
+async def test_one_bad_item_fails_alone_under_each_on_error_policy(
+    database_url: str, tmp_path: Path, on_error: Literal["skip", "dead_letter", "raise"]
+) -> None:
+    """Good items are written; exactly the bad one is skipped, dead-lettered or raised (#13)."""
+    items: list[dict[str, Any]] = [{"id": i, "n": i} for i in range(200)]
+    # JSON-serialisable, so the dead-letter store keeps it; the driver refuses it in a group.
+    bad = items[57] = {"id": 57, "n": 2**70}
+    graph = fg.Graph("load")
+    sink = graph.sink(fg.Upsert(database_url, "alone", columns=TYPES), workers=8, on_error=on_error)
+    graph.chain(graph.source(items, name="items"), sink)
+    dead_letters = fg.DeadLetters(tmp_path / "state.db")
+    if on_error == "raise":
+        with pytest.raises(fg.NodeError) as info:
+            await graph.run(dead_letters=dead_letters)
+        assert info.value.item == bad
+        assert isinstance(info.value.__cause__, fg.StoreError)
+        assert str(info.value.__cause__).startswith(
+            "upsert into 'alone' failed on item {'id': 57, 'n': 1180591620717411303424}: "
+        )
+        return
+    result = await graph.run(dead_letters=dead_letters)
+    assert query(database_url, "SELECT count(*) FROM alone") == [(199,)]
+    if on_error == "skip":
+        assert result.stats[sink.name].skipped == 1
+    else:
+        async with dead_letters:
+            letters = await dead_letters.list()
+        assert [(letter.item, letter.error_type) for letter in letters] == [
+            (bad, "flowgraph.StoreError")
+        ]
+
+
+# -- injection: names are quoted, never executed ---------------------------------------------
+
+HOSTILE = {
+    "table": 'evil"; DROP TABLE victim; --',
+    "key": "Key With Spaces",
+    "column": "col'); DROP TABLE victim; --\"",
+}
+
+
+async def test_hostile_table_and_column_names_are_quoted_never_executed(database_url: str) -> None:
+    """Quotes, semicolons, spaces and capitals are stored as names; the victim table survives."""
+    execute(database_url, "CREATE TABLE victim (id INTEGER)")
+    table, key, column = HOSTILE["table"], HOSTILE["key"], HOSTILE["column"]
+    async with fg.Upsert(database_url, table, key=key) as sink:
+        await sink({key: 1, column: "a", "CamelCase": 1})
+        await sink([{key: 1, column: "b"}, {key: 2, column: "c", "CamelCase": 2}])
+    assert query(database_url, "SELECT count(*) FROM victim") == [(0,)]
+    quoted = '"' + table.replace('"', '""') + '"'
+    rows = query(database_url, f"SELECT * FROM {quoted} ORDER BY 1")
+    assert rows == [(1, "b", 1), (2, "c", 2)]
+    if database_url.startswith("sqlite"):
+        names = [row[1] for row in query(database_url, f"PRAGMA table_info({quoted})")]
+    else:
+        names = [
+            row[0]
+            for row in query(
+                database_url,
+                "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass("
+                + "'"
+                + quoted.replace("'", "''")
+                + "') AND attnum > 0 ORDER BY attnum",
+            )
+        ]
+    assert names == [key, column, "CamelCase"]

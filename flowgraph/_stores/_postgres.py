@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
 from .._core._exceptions import StoreError
+from ._connect import connect_postgres
 from ._sql import SCHEMA_VERSION, SQLStateStore, newer_schema_error
 
 if TYPE_CHECKING:
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 
 _SCHEMA_LOCK = 0x666C6F77_67726170  # "flowgrap": key of the advisory lock guarding creation
-_CONNECT_TIMEOUT = 10
 
 # Invariant: every statement here is constant text; values only travel as parameters.
 _SCHEMA = (
@@ -121,7 +120,7 @@ class PostgresStore(SQLStateStore):
         try:
             if self._connection.broken or self._connection.closed:
                 self._connection.close()
-                self._connection = _connect(self._url)
+                self._connection = connect_postgres(self._url)
             connection = self._connection
             with connection.cursor() as cursor:
                 if not write:
@@ -135,15 +134,9 @@ class PostgresStore(SQLStateStore):
         self._connection.close()
 
 
-def _connect(url: str) -> psycopg.Connection[Any]:
-    if "connect_timeout" in conninfo_to_dict(url):
-        return psycopg.connect(url, autocommit=True)
-    return psycopg.connect(url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT)
-
-
 def _open(url: str) -> psycopg.Connection[Any]:
     try:
-        connection = _connect(url)
+        connection = connect_postgres(url)
     except psycopg.Error as exc:
         raise StoreError(f"cannot connect to the PostgreSQL store: {exc}") from exc
     try:

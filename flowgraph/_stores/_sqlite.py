@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 import anyio
 
 from .._core._exceptions import StoreError
+from ._connect import connect_sqlite
 from ._sql import SCHEMA_VERSION, SQLStateStore, newer_schema_error
 
 if TYPE_CHECKING:
@@ -122,14 +123,10 @@ def _open(file: str | os.PathLike[str], timeout: float) -> tuple[sqlite3.Connect
             f"cannot open the SQLite store {path}: directory {path.parent} does not exist"
         )
     try:
-        connection = sqlite3.connect(
-            path, timeout=timeout, isolation_level=None, check_same_thread=False
-        )
+        connection = connect_sqlite(path, timeout=timeout)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open the SQLite store {path}: {exc}") from exc
     try:
-        connection.execute("PRAGMA journal_mode = WAL")
-        connection.execute("PRAGMA synchronous = FULL")
         connection.execute("BEGIN IMMEDIATE")
         try:
             (version,) = connection.execute("PRAGMA user_version").fetchone()

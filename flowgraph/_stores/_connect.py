@@ -1,0 +1,65 @@
+"""The one place that opens database connections, for the state stores and the sinks alike.
+
+SQLite: autocommit (transactions are explicit), WAL mode so readers never wait
+for a writer, ``synchronous=FULL`` so a committed transaction survives a crash
+or power loss, and a busy timeout so writers in other threads or processes wait
+for the write lock instead of failing at once. PostgreSQL: autocommit (callers
+open transactions explicitly) and a connect timeout unless the URL sets one.
+
+Both connections are used from worker threads, one thread at a time: the sync
+drivers, because psycopg's async API runs on asyncio only.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import os
+
+    import psycopg
+
+SQLITE_BUSY_TIMEOUT = 30.0
+"""Seconds a SQLite writer waits for another connection's write lock."""
+
+POSTGRES_CONNECT_TIMEOUT = 10
+"""Seconds connecting to PostgreSQL may take, unless the URL sets ``connect_timeout``."""
+
+
+def connect_sqlite(
+    path: str | os.PathLike[str], *, timeout: float = SQLITE_BUSY_TIMEOUT
+) -> sqlite3.Connection:
+    """Open the SQLite file at *path* (created if missing) in WAL mode with ``synchronous=FULL``.
+
+    Raises:
+        sqlite3.Error: if the file cannot be opened or is not a database; the
+            connection is closed then.
+    """
+    connection = sqlite3.connect(
+        path, timeout=timeout, isolation_level=None, check_same_thread=False
+    )
+    try:
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA synchronous = FULL")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def connect_postgres(url: str) -> psycopg.Connection[Any]:
+    """Connect to the PostgreSQL database at *url* in autocommit mode.
+
+    Unless the URL sets ``connect_timeout``, connecting gives up after 10 s.
+
+    Raises:
+        ImportError: if psycopg is not installed (the caller names its extra).
+        psycopg.Error: if the server cannot be reached or refuses the connection.
+    """
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    if "connect_timeout" in conninfo_to_dict(url):
+        return psycopg.connect(url, autocommit=True)
+    return psycopg.connect(url, autocommit=True, connect_timeout=POSTGRES_CONNECT_TIMEOUT)
