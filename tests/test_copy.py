@@ -217,7 +217,7 @@ async def test_a_batch_in_a_graph_is_retried_and_dead_lettered_as_one_item(
     graph.chain(graph.source(batches, name="batches"), sink)
     dead_letters = fg.DeadLetters(tmp_path / "state.db")
     result = await graph.run(dead_letters=dead_letters)
-    stats = result.stats["copy_events"]
+    stats = result.statistics["copy_events"]
     assert (stats.dead_lettered, stats.retries) == (1, 1)
     async with dead_letters:
         (letter,) = await dead_letters.list()

@@ -445,7 +445,7 @@ async def test_one_bad_item_fails_alone_under_each_on_error_policy(
     result = await graph.run(dead_letters=dead_letters)
     assert query(database_url, "SELECT count(*) FROM alone") == [(199,)]
     if on_error == "skip":
-        assert result.stats[sink.name].skipped == 1
+        assert result.statistics[sink.name].skipped == 1
     else:
         async with dead_letters:
             letters = await dead_letters.list()
