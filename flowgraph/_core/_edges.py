@@ -43,17 +43,14 @@ MAX_CHUNK = 32
 """The most items one chunk carries."""
 
 
-def chunk_limit(buffer: int, workers: int) -> int:
-    """Items per chunk on the edges into a node with this *buffer* and *workers*.
+def chunk_limit(buffer: int) -> int:
+    """Items per chunk on the edges into a node with this *buffer*.
 
-    A chunk goes to one worker, so a node with several workers gets one item
-    per chunk and its workers share the load item by item. Otherwise a chunk
-    holds up to a sixteenth of the buffer, so the stream still holds about 16
-    chunks: a producer that sends small chunks still finds room for many.
-    Buffers under 32 (the default is 16) carry one item per chunk.
+    A chunk holds up to a sixteenth of the buffer, so the stream still holds
+    about 16 chunks: a producer that sends small chunks still finds room for
+    many. Buffers under 32 (the default is 16) carry one item per chunk. A node
+    with several workers shares each chunk's items among them (``_shared``).
     """
-    if workers > 1:
-        return 1
     return max(1, min(MAX_CHUNK, buffer // 16))
 
 

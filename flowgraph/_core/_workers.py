@@ -33,6 +33,7 @@ from ._keys import KeyQueues, consume_by_key
 from ._nodes import Node, NodeKind
 from ._policy import Failure, FailureHandler, enter_node
 from ._produce import YIELD_EVERY, produce
+from ._shared import SharedInput
 from ._stats import (
     LATENCY_EXACT_FIRST,
     Counters,
@@ -75,7 +76,7 @@ class NodeRun:
         self.tracking = run.tracking
         self.turns: Turns | None = None
         self.many = node.fn_kind in (FnKind.ASYNC_GEN, FnKind.SYNC_GEN)
-        self.chunk_limit = chunk_limit(node.buffer, node.workers)
+        self.chunk_limit = chunk_limit(node.buffer)
         self.inbound: list[Outlet] = []  # the upstream outlets feeding this node
         self.outlets: list[Outlet] = []  # this node's own, shared by its workers
         self.bound: BoundCall | None = None
@@ -95,6 +96,11 @@ class NodeRun:
                 self.batches, self.inbox = anyio.create_memory_object_stream[Any](1)
             if node.ordered is True and node.workers > 1:
                 self.turns = Turns()
+        self.shared = (
+            SharedInput(self.inbox)
+            if self.inbox is not None and node.workers > 1 and not node.ordered
+            else None
+        )
 
     async def open(self, stack: AsyncExitStack) -> None:
         """Bind the node to where its function runs, for the run; build its call."""
@@ -292,21 +298,32 @@ async def _consume(nr: NodeRun, emit: Emit | None, direct: Outlet | None) -> Non
     worker.idle = False  # from here on, idle only while waiting for input or done
     if direct is not None:
         open_chunk = direct.open
+    shared = nr.shared
     while True:
-        try:
-            chunk = receive_nowait()
-        except WouldBlock:
-            worker.idle = True
+        if shared is not None:
+            chunk = shared.take_nowait()
+            if chunk is None:
+                worker.idle = True
+                chunk = await shared.take()
+                if chunk is None:
+                    return
+                worker.idle = False
+                budget, yielded = 1, True
+        else:
             try:
-                chunk = await receive()
+                chunk = receive_nowait()
+            except WouldBlock:
+                worker.idle = True
+                try:
+                    chunk = await receive()
+                except EndOfStream:
+                    return
+                worker.idle = False
+                budget, yielded = 1, True
             except EndOfStream:
+                worker.idle = True
                 return
-            worker.idle = False
-            budget, yielded = 1, True
-        except EndOfStream:
-            worker.idle = True
-            return
-        chunk.room = 0
+            chunk.room = 0
         for item in chunk:
             if tracked:
                 ticket, item = item
