@@ -24,7 +24,7 @@ import anyio
 import anyio.lowlevel
 from anyio import EndOfStream, WouldBlock
 
-from ._edges import Chunk
+from ._edges import YIELD_EVERY, Chunk
 from ._exceptions import GraphError
 from ._validate import int_at_least, to_seconds
 
@@ -35,8 +35,6 @@ if TYPE_CHECKING:
 
     from ._acks import Ticket
     from ._stats import WorkerCounters
-
-YIELD_EVERY = 64
 
 
 @final
@@ -111,6 +109,7 @@ async def run_batcher(
     items: list[Any] = []
     tickets: list[Any] = []
     deadline = math.inf
+    held = 0  # items in the batch being filled
     budget = YIELD_EVERY
 
     async def flush() -> None:
@@ -132,11 +131,12 @@ async def run_batcher(
             except EndOfStream:
                 break
             if chunk is None:
+                held = 0
                 await flush()
                 continue
             chunk.room = 0
+            counters.taken += len(chunk)
             for envelope in chunk:
-                counters.taken += 1
                 if not items:
                     deadline = anyio.current_time() + within
                 if tracked:
@@ -144,7 +144,9 @@ async def run_batcher(
                     items.append(envelope[1])
                 else:
                     items.append(envelope)
-                if len(items) >= size:
+                held += 1
+                if held >= size:
+                    held = 0
                     await flush()
             budget -= 1
             if not budget:

@@ -21,6 +21,10 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, final
 
+import anyio
+import anyio.lowlevel
+
+from ._edges import YIELD_EVERY
 from ._exceptions import PartialOutputError
 from ._functions import FnKind
 from ._nodes import Collection
@@ -31,7 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
     from ._acks import Ticket
-    from ._edges import Emit
+    from ._edges import Emit, Outlet
     from ._executor import BoundCall
     from ._nodes import Node
     from ._policy import Call
@@ -39,29 +43,17 @@ if TYPE_CHECKING:
 
 @final
 class Outputs:
-    """Where one worker's generator calls send outputs: its emitter, and the input's ticket."""
+    """Where one worker's generator calls send outputs: its emitter (and the outlet it puts
+    into, when the emitter is that outlet's plain ``put``), the input's ticket, and how
+    many outputs it has sent in all (the node's ``items_out``)."""
 
-    __slots__ = ("emit", "sent", "ticket")
+    __slots__ = ("direct", "emit", "sent", "ticket")
 
-    def __init__(self, emit: Emit | None) -> None:
+    def __init__(self, emit: Emit | None, direct: Outlet | None = None) -> None:
         self.emit = emit
+        self.direct = direct
         self.ticket: Ticket | None = None
         self.sent = 0
-
-    async def send(self, out: Any) -> None:
-        """Send one output; a tracked input's ticket takes one hold for it first."""
-        self.sent += 1
-        emit = self.emit
-        if emit is None:
-            return
-        ticket = self.ticket
-        if ticket is not None:
-            ticket.pending += 1
-            waiting = emit((ticket, out))
-        else:
-            waiting = emit(out)
-        if waiting is not None:
-            await wait_downstream(waiting)
 
 
 OUTPUTS: ContextVar[Outputs] = ContextVar("flowgraph_outputs")
@@ -92,31 +84,86 @@ def build_call(node: Node[..., Any], bound: BoundCall | None) -> tuple[Call, boo
     if isinstance(bound, BoundThreads):
         return _streaming(node, lambda item: bound.iterate(fn, item)), True
     if bound is None:
-        return _streaming(node, lambda item: _aiter(fn(item))), True
-    return _streaming(node, lambda item: _alist(bound, item)), True
+        return _streaming_sync(node, fn, remote=False), True
+    return _streaming_sync(node, bound, remote=True), True
 
 
 def _streaming(node: Node[..., Any], outputs: Callable[[Any], AsyncIterator[Any]]) -> Call:
+    """The call of a generator whose outputs come asynchronously; see the module docstring."""
     idempotent = node.idempotent
 
     async def stream(item: Any) -> int:
         port = OUTPUTS.get()
-        first = port.sent
-        send = port.send
+        emit, ticket = port.emit, port.ticket
+        sent = 0
         iterator = outputs(item)
         try:
             async for out in iterator:
-                await send(out)
+                sent += 1
+                if emit is not None:
+                    if ticket is not None:
+                        ticket.pending += 1
+                        out = (ticket, out)
+                    if (waiting := emit(out)) is not None:
+                        await wait_downstream(waiting)
         except Exception as exc:
-            sent = port.sent - first
             if sent and not idempotent:
                 raise PartialOutputError(exc, sent) from exc
             raise
         finally:
+            port.sent += sent
             aclose = getattr(iterator, "aclose", None)
             if aclose is not None:
                 await aclose()
-        return port.sent - first
+        return sent
+
+    return stream
+
+
+def _streaming_sync(node: Node[..., Any], outputs: Callable[[Any], Any], *, remote: bool) -> Call:
+    """The call of a generator run on the event loop, or (*remote*) of one an executor ran
+    to the end, whose outputs come back as a list: like :func:`_streaming` without an
+    await per output, yielding to the loop every ``YIELD_EVERY`` outputs when nothing
+    made it wait."""
+    idempotent = node.idempotent
+    yield_to_loop = anyio.lowlevel.checkpoint
+
+    async def stream(item: Any) -> int:
+        port = OUTPUTS.get()
+        emit, ticket, direct = port.emit, port.ticket, port.direct
+        sent, budget = 0, YIELD_EVERY
+        iterable = await outputs(item) if remote else outputs(item)
+        try:
+            for out in iterable:
+                sent += 1
+                if direct is not None and ticket is None:
+                    chunk = direct.chunk
+                    if chunk.room:
+                        chunk.room -= 1
+                        chunk.append(out)
+                    elif (waiting := direct.open(out)) is not None:
+                        await waiting
+                        budget = YIELD_EVERY
+                        continue
+                elif emit is not None:
+                    if ticket is not None:
+                        ticket.pending += 1
+                        out = (ticket, out)
+                    if (waiting := emit(out)) is not None:
+                        await wait_downstream(waiting)
+                        budget = YIELD_EVERY
+                        continue
+                budget -= 1
+                if not budget:
+                    budget = YIELD_EVERY
+                    await yield_to_loop()
+        except Exception as exc:
+            if sent and not idempotent:
+                raise PartialOutputError(exc, sent) from exc
+            raise
+        finally:
+            port.sent += sent
+        return sent
 
     return stream
 
@@ -137,16 +184,6 @@ def _collect(node: Node[..., Any], bound: BoundCall | None) -> Call:
 
         return collect_on_loop
     return bound
-
-
-async def _aiter(iterable: Any) -> AsyncIterator[Any]:
-    for out in iterable:
-        yield out
-
-
-async def _alist(bound: BoundCall, item: Any) -> AsyncIterator[Any]:
-    for out in await bound(item):
-        yield out
 
 
 def apply_policies(call: Call, node: Node[..., Any], context: Any) -> Call:

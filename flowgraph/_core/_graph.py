@@ -21,6 +21,7 @@ from ._exceptions import GraphError
 from ._functions import FnKind, fn_kind
 from ._nodes import Collection, Node, NodeKind
 from ._options import (
+    DEFAULT_BUFFER,
     GRAPH_DEFAULTS,
     SOURCE_OPTIONS,
     TRANSFORM_OPTIONS,
@@ -40,6 +41,13 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 NodeRef = Node[..., Any] | str
+
+
+def _batch_buffer(batch: Batch | int) -> int:
+    """The input buffer of a batching node that sets none: room for a batch, so its stream
+    carries full chunks, up to 1,024 items."""
+    size = batch if isinstance(batch, int) else batch.size
+    return DEFAULT_BUFFER if size is None else max(DEFAULT_BUFFER, min(size, 1024))
 
 
 def _pass_batch(items: list[Any]) -> list[Any]:
@@ -254,6 +262,9 @@ class Graph:
         if fn_kind(fn).is_async:
             takes -= {"executor", "inline"}  # a default for sync functions only
         defaults = {k: v for k, v in self.defaults.items() if k in takes}
+        batch = options.get("batch", defaults.get("batch"))
+        if isinstance(batch, int | Batch) and "buffer" not in options | defaults:
+            options["buffer"] = _batch_buffer(batch)
         return self._add(Node(fn, graph=self, kind=kind, **{**defaults, **options}))
 
     @contextmanager

@@ -16,17 +16,15 @@ import anyio.lowlevel
 
 from ._acks import UNTRACKED
 from ._calls import open_source
+from ._edges import YIELD_EVERY
 from ._exceptions import AttemptsExhausted, NodeError, PartialOutputError, describe_item
 from ._nodes import Positioned
 
 if TYPE_CHECKING:
     from ._acks import SourceTracker
-    from ._edges import Emit
+    from ._edges import Emit, Outlet
     from ._policy import Call
     from ._workers import NodeRun
-
-YIELD_EVERY = 64
-"""A worker that never has to wait yields to the scheduler after this many items."""
 
 
 async def produce(nr: NodeRun, emit: Emit) -> None:
@@ -134,12 +132,37 @@ async def _next_item(items: AsyncIterator[Any]) -> Any:
 
 async def _emit(items: AsyncIterator[Any], emit: Emit, nr: NodeRun, *, tracked: bool) -> None:
     """Emit a source's items (in untracked envelopes if the run tracks other sources)."""
+    if not tracked and not nr.node.checkpoint and len(nr.outlets) == 1:
+        outlet = nr.outlets[0]
+        if emit == outlet.put:
+            await _put_each(items, outlet, nr)
+            return
     counters, checkpointed = nr.counters, nr.node.checkpoint
     yield_to_loop = anyio.lowlevel.checkpoint
     budget = YIELD_EVERY
     async for value in items:
         item = _positioned(value, nr.name).item if checkpointed else value
         if (waiting := emit((UNTRACKED, item) if tracked else item)) is not None:
+            await waiting
+        counters.items_out += 1
+        budget -= 1
+        if not budget:
+            budget = YIELD_EVERY
+            await yield_to_loop()
+
+
+async def _put_each(items: AsyncIterator[Any], outlet: Outlet, nr: NodeRun) -> None:
+    """The plain source's loop: each item straight into *outlet*'s open chunk when it has room."""
+    counters = nr.counters
+    yield_to_loop = anyio.lowlevel.checkpoint
+    open_chunk = outlet.open
+    budget = YIELD_EVERY
+    async for item in items:
+        chunk = outlet.chunk
+        if chunk.room:
+            chunk.room -= 1
+            chunk.append(item)
+        elif (waiting := open_chunk(item)) is not None:
             await waiting
         counters.items_out += 1
         budget -= 1

@@ -18,7 +18,7 @@ import anyio.lowlevel
 from anyio import EndOfStream, WouldBlock
 
 from ._calls import OUTPUTS, Outputs, apply_policies, build_call
-from ._edges import chunk_capacity, chunk_limit
+from ._edges import YIELD_EVERY, chunk_capacity, chunk_limit
 from ._events import ItemDeadLettered, ItemFailed, NodeFinished
 from ._exceptions import (
     AttemptsExhausted,
@@ -32,7 +32,7 @@ from ._functions import FnKind
 from ._keys import KeyQueues, consume_by_key
 from ._nodes import Node, NodeKind
 from ._policy import Failure, FailureHandler, enter_node
-from ._produce import YIELD_EVERY, produce
+from ._produce import produce
 from ._shared import SharedInput
 from ._stats import (
     LATENCY_EXACT_FIRST,
@@ -249,15 +249,22 @@ async def run_worker(nr: NodeRun, emit: Emit | None) -> None:
         elif nr.keys is not None:
             await consume_by_key(nr, emit)
         else:
-            await _consume(nr, emit, _direct(nr, emit, nr.outlets))
+            await _consume(nr, emit, _direct(nr, emit))
     finally:
         nr.worker_exited()
 
 
-def _direct(nr: NodeRun, emit: Emit | None, outlets: list[Outlet]) -> Outlet | None:
+def _direct(nr: NodeRun, emit: Emit | None) -> Outlet | None:
     """The outlet whose plain ``put`` is the worker's emitter, if its node has one output
     per item: the worker puts into it itself. Routing and tracked fan-out wrap ``put``."""
-    if nr.many or len(outlets) != 1 or emit != outlets[0].put:
+    return None if nr.many else _direct_outlet(nr, emit)
+
+
+def _direct_outlet(nr: NodeRun, emit: Emit | None) -> Outlet | None:
+    """The node's one outlet, when *emit* is its plain ``put``: callers may put into it
+    themselves. Routing and tracked fan-out wrap ``put``, so they get ``None``."""
+    outlets = nr.outlets
+    if len(outlets) != 1 or emit != outlets[0].put:
         return None
     return outlets[0]
 
@@ -284,7 +291,7 @@ async def _consume(nr: NodeRun, emit: Emit | None, direct: Outlet | None) -> Non
     record_latency, perf_counter = counters.latency.record, time.perf_counter
     receive_nowait, receive = inbox.receive_nowait, inbox.receive
     yield_to_loop = anyio.lowlevel.checkpoint
-    port = Outputs(emit)
+    port = Outputs(emit, _direct_outlet(nr, emit))
     if many:
         nr.outputs.append(port)
         OUTPUTS.set(port)
