@@ -18,6 +18,7 @@ Hand-written code comes in two styles:
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
@@ -350,3 +351,70 @@ def in_threads(fn: Callable[[Any], Any], workers: int) -> Fn:
         return await anyio.to_thread.run_sync(fn, item, limiter=limiter)
 
     return call
+
+
+# -- W6: batches -------------------------------------------------------------------------
+
+BATCH = 1000
+
+
+async def double_all(batch: list[int]) -> list[int]:
+    """The W6 stage: a trivial transform over a whole batch."""
+    return [x * 2 for x in batch]
+
+
+def batched_graph(n: int, tally: Tally) -> fg.Graph:
+    """W6: source -> batch(1,000) -> 3 transforms over batches -> unbatch -> counting sink."""
+    graph, source, sink = _counting_graph("w6_batches", n, tally)
+    stages = [graph.transform(double_all, name=f"t{i}", buffer=BUFFER) for i in range(3)]
+    graph.chain(source, graph.batch(BATCH), *stages, graph.unbatch(), sink)
+    return graph
+
+
+async def hand_batched(n: int, tally: Tally) -> None:
+    """W6 by hand: the source fills lists, three stages map lists, the sink counts their items."""
+    streams = [_stream() for _ in range(4)]
+
+    async def source(send: Send) -> None:
+        async with send:
+            batch: list[int] = []
+            for i in range(n):
+                batch.append(i)
+                if len(batch) == BATCH:
+                    await send.send(batch)
+                    batch = []
+            if batch:
+                await send.send(batch)
+
+    async def stage(receive: Receive, send: Send) -> None:
+        async with receive, send:
+            async for batch in receive:
+                await send.send(await double_all(batch))
+
+    async def sink(receive: Receive) -> None:
+        async with receive:
+            async for batch in receive:
+                for item in batch:
+                    tally.add(item)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(source, streams[0][0])
+        for (_, receive), (send, _) in itertools.pairwise(streams):
+            tg.start_soon(stage, receive, send)
+        tg.start_soon(sink, streams[-1][1])
+
+
+def plain_threads(n: int, workers: int) -> float:
+    """W4's floor without any event loop: *workers* threads each sleep their share."""
+
+    def lane(first: int) -> None:
+        for _ in range(first, n, workers):
+            time.sleep(0.002)
+
+    threads = [threading.Thread(target=lane, args=(i,)) for i in range(workers)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
