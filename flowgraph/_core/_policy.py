@@ -160,6 +160,36 @@ async def wait_downstream(waiting: Awaitable[None]) -> None:
 
 
 @final
+class PausedDeadlines:
+    """The current task's deadlines, held still until :meth:`resume`, then moved on by the wait.
+
+    A call queued for a busy worker thread is not yet working: its timeout
+    starts counting when a thread takes it.
+    """
+
+    __slots__ = ("_deadlines", "_scopes", "_since")
+
+    def __init__(self, scopes: tuple[anyio.CancelScope, ...]) -> None:
+        self._scopes = scopes
+        self._deadlines = [scope.deadline for scope in scopes]
+        self._since = anyio.current_time()
+        for scope in scopes:
+            scope.deadline = math.inf
+
+    @classmethod
+    def pause(cls) -> PausedDeadlines | None:
+        """Hold the current task's deadlines still; ``None`` if it has none."""
+        scopes = _DEADLINES.get()
+        return cls(scopes) if scopes else None
+
+    def resume(self) -> None:
+        """On the event loop: let the deadlines run again, later by the time they were held."""
+        waited = anyio.current_time() - self._since
+        for scope, deadline in zip(self._scopes, self._deadlines, strict=True):
+            scope.deadline = deadline + waited
+
+
+@final
 @dataclass(frozen=True, init=False, repr=False, slots=True)
 class Timeout:
     """Fail an item that takes longer than *seconds*, cancelling its call.

@@ -14,9 +14,7 @@ calls at once than it has threads, and it is counted in the node's
 threads are daemon threads: an abandoned call never keeps the process alive.
 
 Sync iterators (sync generator functions, sync sources) run in a thread as one
-long job and hand their items over in batches: at once when the event loop is
-waiting for them, and reading at most :data:`READ_AHEAD` items ahead of what
-the graph has taken.
+long job and hand their items over in batches (``_handoff``).
 """
 
 from __future__ import annotations
@@ -25,6 +23,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, final
 
@@ -32,16 +31,16 @@ import anyio
 import anyio.lowlevel
 
 from ._exceptions import describe_item
+from ._handoff import ThreadIterator
+from ._policy import PausedDeadlines
 from ._validate import positive_int
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterable
+
+    from ._stats import LatencyHistogram
 
 logger = logging.getLogger("flowgraph")
-
-READ_AHEAD = 64
-"""Most items a sync iterator in a thread reads beyond those the graph has taken: up to half
-of them wait in the hand-off while the loop passes on the batch it took, at most the other half."""
 
 ABANDON_AFTER = 1.0
 """Seconds a finished or cancelled run waits for calls still running in its threads."""
@@ -91,7 +90,17 @@ class LoopInbox:
 class _Job:
     """One call of a sync function, run by a worker thread for a waiting task."""
 
-    __slots__ = ("args", "bound", "cancelled", "done", "error", "fn", "result")
+    __slots__ = (
+        "args",
+        "bound",
+        "cancelled",
+        "done",
+        "error",
+        "fn",
+        "paused",
+        "result",
+        "seconds",
+    )
 
     def __init__(self, bound: BoundThreads, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.bound = bound
@@ -101,14 +110,20 @@ class _Job:
         self.cancelled = False
         self.result: Any = None
         self.error: BaseException | None = None
+        self.seconds = 0.0
+        self.paused: PausedDeadlines | None = None
 
     def run(self) -> None:
         """In a worker thread: make the call unless it was given up before it started."""
         if not self.cancelled:
+            if self.paused is not None:
+                self.bound.inbox.put(self.paused.resume)
+            started = time.perf_counter()
             try:
                 self.result = self.fn(*self.args)
             except BaseException as exc:
                 self.error = exc
+            self.seconds = time.perf_counter() - started
         self.bound.inbox.put(self.finished)
 
     def finished(self) -> None:
@@ -143,6 +158,7 @@ class Threads:
 
     def __init__(self, threads: int) -> None:
         self.threads = positive_int("threads", threads)
+        self.outstanding = 0  # jobs submitted and not finished, counted on the event loop
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._started: list[threading.Thread] = []
         self._lock = threading.Lock()
@@ -154,8 +170,12 @@ class Threads:
         """Any sync function can run in a thread: nothing to check."""
 
     def submit(self, job: _Job) -> None:
+        """Queue *job*; if every thread is busy, its caller's deadlines wait until it starts."""
         if len(self._started) < self.threads:
             self._start()
+        if self.outstanding >= self.threads:
+            job.paused = PausedDeadlines.pause()
+        self.outstanding += 1
         self._jobs.put(job)
 
     def _start(self) -> None:
@@ -199,6 +219,7 @@ class BoundThreads:
         self.node = node
         self.inbox = LoopInbox()
         self.abandoned = 0
+        self.latency: LatencyHistogram | None = None  # where to time calls, if set
         self._busy: dict[_Job, None] = {}
         self._idle = anyio.Event()
         self._idle.set()
@@ -231,8 +252,16 @@ class BoundThreads:
             job.cancelled = True
             self.abandoned += 1
 
+    @property
+    def busy(self) -> int:
+        """Calls of this node in the threads or waiting for one, at most one per thread."""
+        return min(len(self._busy), self.threads.threads)
+
     def job_finished(self, job: _Job) -> None:
         del self._busy[job]
+        self.threads.outstanding -= 1
+        if self.latency is not None and not job.cancelled:
+            self.latency.record(job.seconds)
         if job.cancelled:
             self.abandoned -= 1
         if not self._busy:
@@ -261,117 +290,3 @@ class BoundThreads:
     def iterate(self, fn: Callable[..., Iterable[Any]], *args: Any) -> ThreadIterator:
         """Call ``fn(*args)`` in a thread and read what it returns there, in batches."""
         return ThreadIterator(self, fn, args)
-
-
-class _Handoff:
-    """Items passed from a producing thread to the event loop, at most READ_AHEAD waiting."""
-
-    def __init__(self, inbox: LoopInbox) -> None:
-        self.inbox = inbox
-        self.condition = threading.Condition()
-        self.items: list[Any] = []
-        self.finished = False
-        self.error: BaseException | None = None
-        self.closed = False
-        self.waiter: anyio.Event | None = None
-
-    def produce(self, fn: Callable[..., Iterable[Any]], *args: Any) -> None:
-        """In a thread: read ``fn(*args)`` until it ends, fails or the loop side closes."""
-        iterator: Any = iter(())
-        try:
-            iterator = iter(fn(*args))
-            for item in iterator:
-                with self.condition:
-                    while len(self.items) >= READ_AHEAD // 2 and not self.closed:
-                        self.condition.wait()
-                    if self.closed:
-                        break
-                    self.items.append(item)
-                    wake = self._wake_locked()
-                if wake is not None:
-                    self.inbox.put(wake.set)
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            close = getattr(iterator, "close", None)
-            if self.closed and close is not None:
-                close()
-            with self.condition:
-                self.finished = True
-                wake = self._wake_locked()
-            if wake is not None:
-                self.inbox.put(wake.set)
-
-    def _wake_locked(self) -> anyio.Event | None:
-        waiter, self.waiter = self.waiter, None
-        return waiter
-
-    def take(self) -> tuple[list[Any], bool, anyio.Event | None]:
-        """On the loop: the items waiting, whether the producer is done, and an event to
-        wait on if there is nothing yet."""
-        with self.condition:
-            items, self.items = self.items, []
-            if items:
-                self.condition.notify()
-                return items, False, None
-            if self.finished:
-                return [], True, None
-            self.waiter = anyio.Event()
-            return [], False, self.waiter
-
-    def close(self) -> None:
-        with self.condition:
-            self.closed = True
-            self.condition.notify()
-
-
-@final
-class ThreadIterator:
-    """An async iterator over a sync iterable read in a worker thread.
-
-    The thread reads ahead of the loop by at most :data:`READ_AHEAD` items; the
-    loop takes whatever has arrived in one go. If the iterable raises, the items
-    read before the error are yielded, then the error is raised. Closing the
-    iterator (or cancelling the task reading it) makes the thread stop at the
-    next item and close the underlying generator in the thread.
-    """
-
-    def __init__(
-        self, bound: BoundThreads, fn: Callable[..., Iterable[Any]], args: tuple[Any, ...]
-    ) -> None:
-        self._handoff = _Handoff(bound.inbox)
-        self._job = bound.start(self._handoff.produce, fn, *args)
-        self._bound = bound
-        self._batch: Iterator[Any] = iter(())
-
-    def __aiter__(self) -> ThreadIterator:
-        return self
-
-    async def __anext__(self) -> Any:
-        for item in self._batch:
-            return item
-        return await self._next_batch()
-
-    async def _next_batch(self) -> Any:
-        handoff = self._handoff
-        while True:
-            items, finished, waiter = handoff.take()
-            if items:
-                self._batch = iter(items)
-                return next(self._batch)
-            if finished:
-                await self._job.done.wait()
-                if handoff.error is not None:
-                    raise handoff.error
-                raise StopAsyncIteration
-            assert waiter is not None
-            try:
-                await waiter.wait()
-            except BaseException:
-                await self.aclose()
-                raise
-
-    async def aclose(self) -> None:
-        """Stop the thread at its next item; the generator is closed in the thread."""
-        self._handoff.close()
-        self._bound.abandon(self._job)

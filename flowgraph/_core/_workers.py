@@ -31,6 +31,7 @@ from ._executor import collecting, open_executor
 from ._functions import FnKind
 from ._keys import KeyQueues, consume_by_key
 from ._nodes import Node, NodeKind
+from ._ordered import Turns, consume_in_order
 from ._policy import Failure, FailureHandler, enter_node
 from ._produce import produce
 from ._shared import SharedInput
@@ -44,12 +45,10 @@ from ._stats import (
 from ._threads import BoundThreads, Threads
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
     from contextlib import AsyncExitStack
 
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-    from ._acks import Ticket
     from ._edges import Emit, Outlet
     from ._executor import BoundCall
     from ._run import Run
@@ -69,7 +68,17 @@ class NodeRun:
         self.name = node.name
         self.run = run
         self.counters = Counters()
-        self.workers_left = 1 if node.kind is NodeKind.SOURCE else node.workers
+        # A node on threads with several workers runs two tasks per worker, so each thread
+        # has its next call waiting in its queue and never idles for a round trip to the
+        # event loop. (One worker keeps one task: its items stay in order.)
+        self.in_threads = (
+            node.workers > 1
+            and not node.runs_on_loop
+            and (node.executor in (None, "threads") or isinstance(node.executor, Threads))
+        )
+        self.workers_left = (
+            1 if node.kind is NodeKind.SOURCE else node.workers * (2 if self.in_threads else 1)
+        )
         self.inbox_send: MemoryObjectSendStream[Any] | None = None
         self.inbox: MemoryObjectReceiveStream[Any] | None = None
         self.stop_scope = anyio.CancelScope()
@@ -125,6 +134,8 @@ class NodeRun:
             self.bound = await stack.enter_async_context(
                 executor.bind(fn, node=self.name, workers=node.workers)
             )
+            if isinstance(self.bound, BoundThreads):
+                self.bound.latency = self.counters.latency  # timed in the thread, not queued
         call, _ = build_call(node, self.bound)
         self.call = apply_policies(call, node, self)
 
@@ -166,10 +177,18 @@ class NodeRun:
             self.run.emit(NodeFinished(self.run, self.name, self.statistics()))
             self.run.node_finished()
 
+    def _inbound(self) -> int:
+        """Items the upstream outlets have put into this node's input."""
+        return sum(outlet.queued() for outlet in self.inbound)
+
     def statistics(self) -> NodeStatistics:
         c, node = self.counters, self.node
         latency = c.latency
         taken, busy = c.items_in, c.busy
+        if isinstance(self.bound, BoundThreads):
+            queued, busy = busy - self.bound.busy, self.bound.busy
+        else:
+            queued = 0
         waiting = self.keys.waiting if self.keys is not None else 0
         items_in = taken if self.intake is None else self.batcher.taken
         if node.kind is NodeKind.SOURCE:
@@ -177,7 +196,7 @@ class NodeRun:
         elif self.many and node.kind is NodeKind.TRANSFORM:
             items_out = sum(outputs.sent for outputs in self.outputs)
         else:
-            items_out = taken - busy - c.failed - waiting
+            items_out = taken - busy - queued - c.failed - waiting
         return NodeStatistics(
             name=self.name,
             kind=node.kind.value,
@@ -189,7 +208,7 @@ class NodeRun:
             dead_lettered=c.dead_lettered,
             busy=busy,
             abandoned=self.bound.abandoned if self.bound is not None else 0,
-            queue_depth=sum(outlet.queued() for outlet in self.inbound) - items_in + waiting,
+            queue_depth=self._inbound() - items_in + waiting + queued,
             queue_capacity=node.buffer if self.inbox is not None else 0,
             workers=node.workers,
             elapsed=elapsed_between(c.started_at, c.finished_at),
@@ -200,6 +219,10 @@ class NodeRun:
             latency_buckets=latency.buckets(),
             key_skew=self.keys.longest if self.keys is not None else 0,
         )
+
+
+def _untimed(seconds: float) -> None:
+    pass
 
 
 class _SkipLog:
@@ -245,7 +268,7 @@ async def run_worker(nr: NodeRun, emit: Emit | None) -> None:
             with nr.stop_scope:
                 await produce(nr, emit)
         elif nr.turns is not None:
-            await _consume_in_order(nr, nr.turns, emit)
+            await consume_in_order(nr, nr.turns, emit)
         elif nr.keys is not None:
             await consume_by_key(nr, emit)
         else:
@@ -289,6 +312,8 @@ async def _consume(nr: NodeRun, emit: Emit | None, direct: Outlet | None) -> Non
     call, many, counters, fail = nr.call, nr.many, nr.counters, nr.fail
     tracked = nr.tracking is not None
     record_latency, perf_counter = counters.latency.record, time.perf_counter
+    if isinstance(nr.bound, BoundThreads):
+        record_latency = _untimed  # the threads time each call themselves
     receive_nowait, receive = inbox.receive_nowait, inbox.receive
     yield_to_loop = anyio.lowlevel.checkpoint
     port = Outputs(emit, _direct_outlet(nr, emit))
@@ -373,95 +398,3 @@ async def _consume(nr: NodeRun, emit: Emit | None, direct: Outlet | None) -> Non
                         ticket.release()
                 elif (waiting := emit((ticket, result) if tracked else result)) is not None:
                     await waiting
-
-
-class Turns:
-    """Hands out tickets on receipt and lets workers emit strictly in ticket order.
-
-    A worker holds at most one finished item while it waits for its turn, so the
-    reorder buffer never holds more than ``workers`` items.
-    """
-
-    def __init__(self) -> None:
-        self.lock = anyio.Lock()
-        self.next_ticket = 0
-        self.now_serving = 0
-        self.waiting: dict[int, anyio.Event] = {}
-
-    def take(self, count: int) -> int:
-        """Take *count* consecutive tickets; return the first."""
-        ticket = self.next_ticket
-        self.next_ticket += count
-        return ticket
-
-    async def wait(self, ticket: int) -> None:
-        if ticket != self.now_serving:
-            event = self.waiting[ticket] = anyio.Event()
-            await event.wait()
-
-    def done(self) -> None:
-        self.now_serving += 1
-        event = self.waiting.pop(self.now_serving, None)
-        if event is not None:
-            event.set()
-
-
-async def _consume_in_order(nr: NodeRun, turns: Turns, emit: Emit | None) -> None:
-    """Like ``_consume``, but outputs leave in input order whatever order items finish in."""
-    inbox = nr.inbox
-    assert inbox is not None
-    call, many, counters = nr.call, nr.many, nr.counters
-    tracked = nr.tracking is not None
-    ticket: Any = None
-    worker = counters.worker()
-    port = Outputs(emit)
-    if many:
-        nr.outputs.append(port)
-    while True:
-        async with turns.lock:
-            try:
-                chunk = await inbox.receive()
-            except EndOfStream:
-                return
-            chunk.room = 0
-            first = turns.take(len(chunk))
-        for turn, item in enumerate(chunk, first):
-            if tracked:
-                ticket, item = item
-            worker.taken += 1
-            worker.idle = False
-            started = time.perf_counter()
-            try:
-                result = await call(item)
-            except Exception as exc:
-                await turns.wait(turn)
-                try:
-                    await nr.fail(item, exc)
-                finally:
-                    turns.done()
-                counters.failed += 1
-                if tracked:
-                    ticket.release()
-            else:
-                counters.latency.record(time.perf_counter() - started)
-                await turns.wait(turn)
-                outs = result if many else (result,)
-                if emit is not None:
-                    await _emit_each(emit, outs, ticket if tracked else None)
-                elif tracked:
-                    ticket.release()
-                if many:
-                    port.sent += len(outs)
-                turns.done()
-            worker.idle = True
-
-
-async def _emit_each(emit: Emit, outs: Sequence[Any], ticket: Ticket | None) -> None:
-    """Emit every output of one item; a ticket's hold becomes one hold per output."""
-    if ticket is not None:
-        ticket.pending += len(outs)
-    for out in outs:
-        if (waiting := emit(out if ticket is None else (ticket, out))) is not None:
-            await waiting
-    if ticket is not None:
-        ticket.release()
