@@ -55,8 +55,10 @@ class Inlet:
         name: the source node's name.
         buffer: how many items may wait for the source.
         when_full: ``"drop"`` or ``"wait"``, see :meth:`send`.
-        sent: items handed to the buffer so far (across runs).
-        dropped: items dropped because the buffer was full or the inlet closed.
+        delivered: items the source has taken and handed on (across runs).
+        dropped: items that never will be: refused because the buffer was full
+            or the inlet closed, or still in the buffer when the run ended.
+            Every item sent is one or the other once the run has ended.
 
     Added in 0.2.
     """
@@ -70,7 +72,7 @@ class Inlet:
         self.name = name
         self.buffer = buffer
         self.when_full: WhenFull = when_full
-        self.sent = 0
+        self.delivered = 0
         self.dropped = 0
         self.node: Node[[], AsyncIterator[Any]]
         self._send: MemoryObjectSendStream[Any] | None = None
@@ -106,7 +108,6 @@ class Inlet:
         except (ClosedResourceError, BrokenResourceError):
             self._drop("is closed")
             return False
-        self.sent += 1
         return True
 
     async def send(self, item: Any) -> bool:
@@ -127,7 +128,6 @@ class Inlet:
         except (ClosedResourceError, BrokenResourceError):
             self._drop("is closed")
             return False
-        self.sent += 1
         return True
 
     def close(self) -> None:
@@ -197,6 +197,7 @@ class Inlet:
                     item = await receive.receive()
                 except (EndOfStream, ClosedResourceError):
                     return
+                self.delivered += 1
                 yield item
         finally:
             self._reading = False

@@ -347,10 +347,11 @@ class FlowRun:
                     f"flowgraph: so {', '.join(map(repr, skipped))} did not run "
                     f"(flow {self.flow.name!r})"
                 )
-        errors = list(self.errors.values())
+        failed = [name for name in self.flow._entries if name in self.errors]
+        errors = [self.errors[name] for name in failed]
         if len(errors) == 1:
             raise errors[0]
-        names = ", ".join(map(repr, self.errors))
+        names = ", ".join(map(repr, failed))
         raise ExceptionGroup(
             f"{len(errors)} graphs of flow {self.flow.name!r} failed: {names}", errors
         )
