@@ -14,6 +14,11 @@ from hypothesis import strategies as st
 import flowgraph as fg
 from flowgraph.testing import VirtualClock
 
+
+def discard(item: object) -> None:
+    """A sink that keeps nothing."""
+
+
 Stats = Mapping[str, fg.NodeStatistics]
 
 
@@ -81,7 +86,7 @@ async def test_a_sync_barrier_runs_in_a_worker_thread() -> None:
     """A sync function runs off the event loop's thread, with the statistics of its nodes."""
     g = fg.Graph("g")
     src = g.source(range(5), name="src")
-    sink = g.sink(lambda x: None, name="sink")
+    sink = g.sink(discard, name="sink")
     g.connect(src, sink)
     seen: list[tuple[threading.Thread, int]] = []
 
@@ -99,7 +104,7 @@ async def test_a_barrier_that_raises_fails_the_run_naming_it() -> None:
     """Unlike a hook, its error is the run's: a NodeError naming the barrier and its nodes."""
     g = fg.Graph("g")
     a = g.source(range(3), name="a")
-    b = g.sink(lambda x: None, name="b")
+    b = g.sink(discard, name="b")
     g.connect(a, b)
 
     @g.after(a, "b")
@@ -118,7 +123,7 @@ async def test_a_barrier_that_raises_fails_the_run_naming_it() -> None:
 async def test_a_run_that_fails_first_never_calls_the_barrier() -> None:
     """The failing node finishes last of the barrier's nodes: the barrier still never runs."""
     g = fg.Graph("g")
-    ok = g.sink(lambda x: None, name="ok", inline=True)
+    ok = g.sink(discard, name="ok", inline=True)
     g.connect(g.source(range(3), name="fine"), ok)
 
     async def boom(x: int) -> None:
@@ -197,7 +202,7 @@ async def test_after_a_graceful_stop_the_barrier_fires_once_drained(
 async def test_the_barrier_runs_once_per_run_and_wait_finished_waits_for_it() -> None:
     """Each run calls it once; run.wait_finished() returns only after it has run."""
     g = fg.Graph("g")
-    g.connect(g.source(range(2), name="src"), g.sink(lambda x: None, name="sink"))
+    g.connect(g.source(range(2), name="src"), g.sink(discard, name="sink"))
     calls: list[int] = []
 
     @g.after("sink")
@@ -217,7 +222,7 @@ async def test_the_barrier_runs_once_per_run_and_wait_finished_waits_for_it() ->
 def make_graph() -> tuple[fg.Graph, fg.Node[..., Any]]:
     g = fg.Graph("g")
     src = g.source(range(2), name="src")
-    g.connect(src, g.sink(lambda x: None, name="sink"))
+    g.connect(src, g.sink(discard, name="sink"))
     return g, src
 
 

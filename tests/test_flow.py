@@ -14,6 +14,10 @@ from flowgraph._runner import open_flow
 from flowgraph.testing import VirtualClock
 
 
+def discard(item: object) -> None:
+    """A sink that keeps nothing."""
+
+
 def pipeline(
     name: str, items: int = 5, *, fail_on: int | None = None, log: list[str] | None = None
 ) -> tuple[fg.Graph, list[int]]:
@@ -74,7 +78,7 @@ async def test_independent_graphs_run_at_the_same_time() -> None:
             await theirs.wait()
             yield 1
 
-        g.connect(g.source(source, name="src"), g.sink(lambda x: None, name="sink"))
+        g.connect(g.source(source, name="src"), g.sink(discard, name="sink"))
         return g
 
     flow = fg.Flow()
@@ -338,7 +342,11 @@ async def test_stopping_a_flow_drains_what_runs_and_starts_nothing_more(
         stored.append(x)
 
     side.connect(failed, side.sink(store))
-    main.on(fg.ItemFailed)(lambda event: failed.send_nowait(event.failure.item) and None)
+
+    @main.on(fg.ItemFailed)
+    def keep_failure(event: fg.ItemFailed) -> None:
+        failed.send_nowait(event.failure.item)
+
     later, kept = pipeline("later")
     flow = fg.Flow()
     flow.add(main)
@@ -377,7 +385,7 @@ def test_bad_flows_are_refused_when_declared() -> None:
     with pytest.raises(fg.GraphError, match=r"^a flow runs graphs \(got 'a'\)$"):
         flow.add("a")  # type: ignore[arg-type]
     side = fg.Graph("side")
-    side.connect(side.inlet("failed"), side.sink(lambda x: None, name="store"))
+    side.connect(side.inlet("failed"), side.sink(discard, name="store"))
     with pytest.raises(
         fg.GraphError,
         match=r"^graph 'side' has inlets \('failed'\): add it with alongside= the graph that feeds them, so that its input ends when that graph ends$",

@@ -10,6 +10,10 @@ import pytest
 import flowgraph as fg
 
 
+def discard(item: object) -> None:
+    """A sink that keeps nothing."""
+
+
 def side(
     buffer: int = 4, when_full: Literal["drop", "wait"] = "drop"
 ) -> tuple[fg.Graph, fg.Inlet, list[int]]:
@@ -104,7 +108,7 @@ async def test_items_left_when_the_run_ends_are_counted_as_dropped(
 
 async def test_an_inlet_feeds_one_run_at_a_time() -> None:
     """Two concurrent runs of its graph would split its items: the second one fails."""
-    g, inlet, kept = side()
+    g, _, _ = side()
     with pytest.raises(
         fg.NodeError,
         match=r"^source 'failed' failed after producing 0 items; last error: RuntimeError: inlet 'failed' feeds one run at a time$",
@@ -127,5 +131,5 @@ def test_bad_inlets_are_refused_when_declared() -> None:
         g.inlet("x")
     other = fg.Graph("other").inlet("y")
     with pytest.raises(fg.GraphError, match=r"^node 'y' belongs to graph 'other'$"):
-        g.connect(other, g.sink(lambda x: None, name="s"))
+        g.connect(other, g.sink(discard, name="s"))
     assert repr(other) == "<Inlet 'y' of graph 'other': buffer=1000>"

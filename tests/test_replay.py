@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,11 @@ import pytest
 from databases import connect
 
 import flowgraph as fg
+
+
+def discard(item: object) -> None:
+    """A sink that keeps nothing."""
+
 
 START = datetime(2024, 3, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -153,6 +159,42 @@ async def test_a_flow_replays_the_letters_of_each_of_its_graphs(tmp_path: Path) 
     assert await letters(url) == []
 
 
+async def test_without_a_checkpoint_store_letters_are_still_removed(tmp_path: Path) -> None:
+    """Only a dead-letter store: the replay tracks its items all the same."""
+    dead_letters = fg.DeadLetters(tmp_path / "state.db")
+    broken = True
+    kept: list[int] = []
+
+    async def work(x: int) -> int:
+        if broken:
+            raise ConnectionError("down")
+        return x
+
+    async def keep(x: int) -> None:
+        kept.append(x)
+
+    g = fg.Graph("plain")
+    g.chain(g.source(range(3), name="src"), g.transform(work, on_error="dead_letter"), g.sink(keep))
+    await g.run(dead_letters=dead_letters)
+    broken = False
+    flow = fg.Flow()
+    flow.add(g)
+    await flow.run(replay_dead_letters=True, dead_letters=dead_letters)
+    assert sorted(kept) == [0, 0, 1, 1, 2, 2]  # replayed, and new input again
+    assert await dead_letters.list() == []
+
+    class InMemory:
+        async def handle(self, failure: fg.Failure) -> None: ...
+
+    with pytest.raises(
+        fg.GraphError,
+        match=r"^replay_dead_letters=True needs the dead letters in a store: pass state= or "
+        r"dead_letters=fg.DeadLetters\(...\) \(got dead_letters=<.*InMemory object at .*>\)$",
+    ):
+        await flow.run(replay_dead_letters=True, dead_letters=InMemory())
+    assert len(kept) == 6  # refused before any graph ran
+
+
 def test_without_letters_the_graph_runs_as_it_is(tmp_path: Path) -> None:
     """Nothing stored: no extra node, the run is the plain run."""
     api = API()
@@ -178,9 +220,11 @@ def test_a_letter_of_a_node_the_graph_no_longer_has_is_refused(tmp_path: Path) -
     """The graph changed: a clear error naming the letter and the fix, before any input."""
     url = f"sqlite:///{tmp_path / 'state.db'}"
     old = fg.Graph("daily")
-    old.connect(
-        old.source([1], name="src"), old.sink(lambda x: 1 / 0, name="gone", on_error="dead_letter")
-    )
+
+    def gone(x: int) -> None:
+        raise ZeroDivisionError(x)
+
+    old.connect(old.source([1], name="src"), old.sink(gone, on_error="dead_letter"))
     fg.run(old, state=url)
     api = API()
     with pytest.raises(
@@ -200,13 +244,12 @@ def test_a_letter_of_a_source_stays_with_a_warning(
     url = f"sqlite:///{tmp_path / 'state.db'}"
     g = fg.Graph("g")
 
-    async def broken() -> Any:
+    async def broken() -> AsyncIterator[int]:
+        for n in range(0):
+            yield n
         raise OSError("feed unreachable")
-        yield  # pragma: no cover
 
-    g.connect(
-        g.source(broken, name="feed", on_error="dead_letter"), g.sink(lambda x: None, name="s")
-    )
+    g.connect(g.source(broken, name="feed", on_error="dead_letter"), g.sink(discard, name="s"))
     fg.run(g, state=url)
     caplog.set_level(logging.WARNING, logger="flowgraph")
     fg.run(g, state=url, replay_dead_letters=True)
@@ -221,8 +264,8 @@ def test_copy_is_the_same_graph_to_extend_apart() -> None:
     """Graph.copy keeps nodes, options, edges, routes, hooks and barriers; additions stay apart."""
     g = fg.Graph("g", workers=3)
     src = g.source(range(4), name="src")
-    evens = g.sink(lambda x: None, name="evens")
-    odds = g.sink(lambda x: None, name="odds", retry=fg.Retry(attempts=2))
+    evens = g.sink(discard, name="evens")
+    odds = g.sink(discard, name="odds", retry=fg.Retry(attempts=2))
     g.route(src, by=lambda x: x % 2, to={0: evens, 1: odds})
     g.on(fg.RunStarted)(print)
     g.after(evens, odds, name="both")(lambda statistics: None)
@@ -312,7 +355,7 @@ def fill_letters(url: str) -> None:
     g.chain(
         g.source(range(N), name="new"),
         g.transform(work, on_error="dead_letter"),
-        g.sink(lambda x: None, name="done"),
+        g.sink(discard, name="done"),
     )
     fg.run(g, state=url)
     with connect(url) as db:
@@ -328,7 +371,7 @@ def start_replay(tmp_path: Path, url: str, backend: str) -> subprocess.Popen[byt
     """Start the replay script; its stderr goes to ``replay.err``."""
     script = tmp_path / "replay.py"
     script.write_text(SCRIPT)
-    config = json.dumps({"url": url, "backend": backend, "delay": 0.01})
+    config = json.dumps({"url": url, "backend": backend, "delay": 0.02})
     with (tmp_path / "replay.err").open("wb") as err:
         return subprocess.Popen(
             [sys.executable, str(script), config], stdout=subprocess.DEVNULL, stderr=err
@@ -399,7 +442,7 @@ def test_the_cli_replays_with_a_flag(tmp_path: Path) -> None:
             graph.chain(
                 graph.source(range(3), name="src"),
                 graph.transform(work, on_error="dead_letter"),
-                graph.sink(lambda x: None, name="sink"),
+                graph.sink(print, name="sink"),
             )
             """
         )

@@ -91,7 +91,8 @@ class BarrierRun:
         # this checkpoint lets that cancellation arrive before the barrier does anything.
         await anyio.lowlevel.checkpoint()
         barrier = self.barrier
-        statistics = {name: self.run.statistics().nodes[name] for name in barrier.nodes}
+        nodes = self.run.statistics().nodes
+        statistics = {name: nodes[name] for name in barrier.nodes}
         try:
             if fn_kind(barrier.fn) is FnKind.ASYNC:
                 await barrier.fn(statistics)

@@ -27,7 +27,7 @@ from .._core._graph import Graph
 from .._core._inlet import Inlet
 from .._core._options import check_run_options
 from .._core._stats import elapsed_between
-from ._replay import open_graph_run
+from ._replay import check_replay, open_graph_run
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -196,6 +196,8 @@ async def open_flow(
         raise GraphError(f"flow {flow.name!r} has no graphs")
     for entry in flow._entries.values():
         check_run_options(entry.graph, cast("RunOptions", options))
+    if replay_dead_letters:
+        check_replay(options)
     async with AsyncExitStack() as stack:
         # Shared stores open once, here, rather than by each run at the same moment.
         for name in ("dead_letters", "checkpoints"):

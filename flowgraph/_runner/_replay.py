@@ -66,12 +66,7 @@ async def open_graph_run(
         async with open_run(graph, **options) as run:
             yield run
         return
-    dead_letters = options.get("dead_letters")
-    if not isinstance(dead_letters, DeadLetters):
-        raise GraphError(
-            "replay_dead_letters=True needs the dead letters in a store: pass state= "
-            f"or dead_letters=fg.DeadLetters(...) (got dead_letters={dead_letters!r})"
-        )
+    dead_letters = check_replay(options)
     # A bad graph is refused before the store is read.
     check_run_options(graph, cast("RunOptions", options))
     async with dead_letters:
@@ -99,6 +94,21 @@ async def open_graph_run(
         with graph.running():
             async with open_run(replaying, **{**options, "checkpoints": checkpoints}) as run:
                 yield run
+
+
+def check_replay(options: Mapping[str, Any]) -> DeadLetters:
+    """The run's dead letters, if they are in a store a replay can read.
+
+    Raises:
+        GraphError: if they are not.
+    """
+    dead_letters = options.get("dead_letters")
+    if not isinstance(dead_letters, DeadLetters):
+        raise GraphError(
+            "replay_dead_letters=True needs the dead letters in a store: pass state= "
+            f"or dead_letters=fg.DeadLetters(...) (got dead_letters={dead_letters!r})"
+        )
+    return dead_letters
 
 
 def _by_node(graph: Graph, letters: Iterable[DeadLetter]) -> dict[str, list[DeadLetter]]:

@@ -128,8 +128,9 @@ def run(
 
     With ``replay_dead_letters=True``, the dead letters the store holds for
     the graph are fed back into their nodes first, beside the new input, and
-    each is removed once its item is fully processed (see
-    :doc:`scheduled`); an item that fails again is stored anew.
+    each is removed once its item is fully processed; an item that fails
+    again is stored anew, and a stop or a kill loses no letter (see the
+    "Scheduled jobs" page).
 
     A :class:`Flow` runs its graphs with the same options, and the result is a
     :class:`FlowResult`; a stop signal stops the graphs running and starts no more.
