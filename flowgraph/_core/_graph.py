@@ -569,7 +569,8 @@ class Graph:
         and its exception fails the run as a :class:`~flowgraph.NodeError`
         naming the barrier. If the run fails or is cancelled before all of
         *nodes* have finished, it is not called; after a graceful stop it is,
-        once they have drained. The decorated function is returned unchanged.
+        once they have drained (and cancelled with the rest if the stop's grace
+        period runs out). The decorated function is returned unchanged.
 
         Args:
             *nodes: the nodes to wait for, by reference or name.
