@@ -6,6 +6,7 @@ Declare a :class:`Graph` of sources, transforms and sinks, then
 
 from __future__ import annotations
 
+from ._core import Barrier as Barrier
 from ._core import Batch as Batch
 from ._core import CheckpointCommitted as CheckpointCommitted
 from ._core import Event as Event
@@ -16,6 +17,7 @@ from ._core import FlowgraphError as FlowgraphError
 from ._core import Graph as Graph
 from ._core import GraphDefaults as GraphDefaults
 from ._core import GraphError as GraphError
+from ._core import Inlet as Inlet
 from ._core import ItemDeadLettered as ItemDeadLettered
 from ._core import ItemFailed as ItemFailed
 from ._core import Node as Node
@@ -46,6 +48,8 @@ from ._policies import Limit as Limit
 from ._policies import Rate as Rate
 from ._policies import RateLimiter as RateLimiter
 from ._policies import Retry as Retry
+from ._runner import Flow as Flow
+from ._runner import FlowResult as FlowResult
 from ._runner import open_progress as open_progress
 from ._runner import run as run
 from ._sinks import CSV as CSV
@@ -66,6 +70,7 @@ from ._stores import open_store as open_store
 __version__ = "0.1.0"
 
 __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_exports.py checks
+    "Barrier",
     "Batch",
     "CSV",
     "CheckpointCommitted",
@@ -78,11 +83,14 @@ __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_exports.py checks
     "Executor",
     "Failure",
     "FailureHandler",
+    "Flow",
+    "FlowResult",
     "FlowgraphError",
     "Graph",
     "GraphDefaults",
     "GraphError",
     "HOUR",
+    "Inlet",
     "ItemDeadLettered",
     "ItemFailed",
     "JsonLines",

@@ -73,6 +73,13 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "in place of --state's; list and replay them with 'flowgraph dlq'",
     )
     state.add_argument(
+        "--replay-dead-letters",
+        action="store_true",
+        help="feed the dead letters this graph left in the store (--state's or "
+        "--dead-letters') back into their nodes, beside the new input; each is removed once "
+        "its item is fully processed, and one that fails again is stored anew",
+    )
+    state.add_argument(
         "--checkpoint-every",
         metavar="N",
         type=positive_int,
@@ -156,6 +163,13 @@ def _state_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.dead_letters is not None:
         url = check_store_url(args.dead_letters, "--dead-letters")
         options["dead_letters"] = fg.DeadLetters(url)
+    if args.replay_dead_letters:
+        if args.state is None and args.dead_letters is None:
+            raise UsageError(
+                "--replay-dead-letters needs the store that holds them: pass --state URL "
+                "or --dead-letters URL"
+            )
+        options["replay_dead_letters"] = True
     settings = {"every": args.checkpoint_every, "interval": args.checkpoint_interval}
     for name, value in settings.items():
         if value is not None:

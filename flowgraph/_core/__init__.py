@@ -1,6 +1,7 @@
 """The engine: graphs, nodes, edges and runs. Imports anyio and the standard library only."""
 
 from ._acks import CheckpointStore
+from ._barriers import Barrier
 from ._batch import Batch
 from ._events import (
     CheckpointCommitted,
@@ -23,6 +24,7 @@ from ._exceptions import (
 )
 from ._executor import BoundCall, Executor, ExecutorSpec, register_executor
 from ._graph import Graph, Route
+from ._inlet import Inlet
 from ._nodes import Node, NodeKind, Positioned
 from ._options import GraphDefaults, OnError, RunOptions, SourceOptions, TransformOptions
 from ._policy import (
@@ -40,6 +42,7 @@ from ._threads import Threads
 
 __all__ = [
     "AttemptsExhausted",
+    "Barrier",
     "Batch",
     "BoundCall",
     "Call",
@@ -54,6 +57,7 @@ __all__ = [
     "Graph",
     "GraphDefaults",
     "GraphError",
+    "Inlet",
     "ItemDeadLettered",
     "ItemFailed",
     "Node",

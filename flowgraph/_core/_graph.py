@@ -15,10 +15,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, Unpack, overload
 
+from ._barriers import Barrier
 from ._batch import Batch
 from ._events import E, Event, Hook, HookTable, add_hook
 from ._exceptions import GraphError
 from ._functions import FnKind, fn_kind
+from ._inlet import Inlet, WhenFull
 from ._nodes import Collection, Node, NodeKind
 from ._options import (
     DEFAULT_BUFFER,
@@ -40,7 +42,8 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
-NodeRef = Node[..., Any] | str
+F = TypeVar("F", bound=Callable[..., Any])
+NodeRef = Node[..., Any] | Inlet | str
 
 
 def _batch_buffer(batch: Batch | int) -> int:
@@ -102,6 +105,7 @@ class Graph:
         self._upstream: dict[str, list[str]] = {}
         self._routes: dict[str, Route] = {}
         self._hooks: HookTable = {}
+        self._barriers: dict[str, Barrier] = {}
         self._runs = 0
 
     def __repr__(self) -> str:
@@ -253,6 +257,29 @@ class Graph:
         )
         return node
 
+    def inlet(self, name: str, *, buffer: int = 1000, when_full: WhenFull = "drop") -> Inlet:
+        """Declare a source whose items are sent in from outside while the graph runs.
+
+        ``inlet.send_nowait(item)`` hands it an item, from a hook of another
+        graph say, and never waits or raises: when the *buffer* is full (or no
+        run is reading the inlet) the item is dropped and counted in
+        ``inlet.dropped``, with a warning. With ``when_full="wait"``,
+        ``await inlet.send(item)`` waits for room instead, holding up only the
+        task that sends. The source ends when :meth:`Inlet.close` is called (a
+        :class:`~flowgraph.Flow` closes it when the graphs it runs alongside
+        end) and it has handed on what it holds. Connect it as a node:
+        ``graph.connect(inlet, store)``.
+
+        Raises:
+            GraphError: if *buffer* is not an int >= 1, *when_full* is neither
+                ``"drop"`` nor ``"wait"``, or the name is taken.
+
+        Added in 0.2.
+        """
+        inlet = Inlet(name, buffer=buffer, when_full=when_full)
+        inlet.node = self.source(inlet, name=name)
+        return inlet
+
     def _declare(self, kind: NodeKind, fn: Any, options: dict[str, Any]) -> Any:
         if fn is None:
             return lambda f: self._declare(kind, f, options)
@@ -389,6 +416,8 @@ class Graph:
         return None
 
     def _resolve(self, ref: NodeRef) -> Node[..., Any]:
+        if isinstance(ref, Inlet):
+            ref = ref.node
         if isinstance(ref, Node):
             if ref.graph is not self:
                 raise GraphError(f"node {ref.name!r} belongs to graph {ref.graph.name!r}")
@@ -446,14 +475,37 @@ class Graph:
         for name in reached:
             fed._add(self._nodes[name].copy_to(fed, **(changes if name == start.name else {})))
         fed.connect(feeder, start.name)
-        for name in reached:
+        self._copy_edges(fed, reached)
+        return fed
+
+    def copy(self) -> Graph:
+        """Return a copy of the graph to extend without changing this one.
+
+        The copy has the same name, defaults, nodes (with their options and
+        functions), edges, routes, hooks and barriers; nodes, edges and hooks
+        added to it later are its own. Replaying dead letters runs a copy with
+        one more source per node that has letters.
+
+        Added in 0.2.
+        """
+        copy = Graph(self.name)
+        copy.defaults = self.defaults
+        copy._hooks = {kind: list(fns) for kind, fns in self._hooks.items()}
+        copy._barriers = dict(self._barriers)
+        for node in self._nodes.values():
+            copy._add(node.copy_to(copy))
+        self._copy_edges(copy, list(self._nodes))
+        return copy
+
+    def _copy_edges(self, to: Graph, names: list[str]) -> None:
+        """Declare in *to* the edges and routes leaving the nodes *names*."""
+        for name in names:
             if name in self._routes:
                 route = self._routes[name]
-                fed.route(name, by=route.by, to=route.targets, default=route.default)
+                to.route(name, by=route.by, to=route.targets, default=route.default)
             else:
                 for down in self._downstream[name]:
-                    fed.connect(name, down)
-        return fed
+                    to.connect(name, down)
 
     def validate(self) -> None:
         """Check that every node is wired so that the graph can run and finish.
@@ -516,6 +568,58 @@ class Graph:
     def hooks(self) -> Mapping[type[Event], list[Callable[[Any], Any]]]:
         """The registered hooks by event type."""
         return {kind: list(fns) for kind, fns in self._hooks.items()}
+
+    # -- barriers --------------------------------------------------------------------
+
+    def after(self, *nodes: NodeRef, name: str | None = None) -> Callable[[F], F]:
+        """Call the decorated function once per run, when every one of *nodes* has finished.
+
+        ``@graph.after(a, b, c)`` above an async or sync function taking
+        ``{node name: NodeStatistics}`` (a sync one runs in a worker thread).
+        The function is part of the run, unlike a hook: the run waits for it,
+        and its exception fails the run as a :class:`~flowgraph.NodeError`
+        naming the barrier. If the run fails or is cancelled before all of
+        *nodes* have finished, it is not called; after a graceful stop it is,
+        once they have drained (and cancelled with the rest if the stop's grace
+        period runs out). The decorated function is returned unchanged.
+
+        Args:
+            *nodes: the nodes to wait for, by reference or name.
+            name: names the barrier in errors (default: the function's name).
+
+        Raises:
+            GraphError: if no node is given, one is unknown or given twice, the
+                function does not take one argument, or the name is taken.
+
+        Added in 0.2.
+        """
+        self._check_not_running()
+        if not nodes:
+            raise GraphError("after() needs at least one node to wait for")
+        names = [self._resolve(node).name for node in nodes]
+        for node in names:
+            if names.count(node) > 1:
+                raise GraphError(f"after() names node {node!r} twice")
+
+        def register(fn: F) -> F:
+            self._check_not_running()
+            label = name if name is not None else getattr(fn, "__name__", "")
+            if not isinstance(label, str) or not (label if name else label.isidentifier()):
+                raise GraphError(f"cannot name the barrier for {fn!r}: pass name=")
+            if label in self._barriers:
+                raise GraphError(
+                    f"graph {self.name!r} already has a barrier named {label!r}; "
+                    "pass name= to tell them apart"
+                )
+            self._barriers[label] = Barrier(label, tuple(names), fn)
+            return fn
+
+        return register
+
+    @property
+    def barriers(self) -> Mapping[str, Barrier]:
+        """The barriers by name, in declaration order."""
+        return dict(self._barriers)
 
     async def run(self, **options: Unpack[RunOptions]) -> RunResult:
         """Run the graph to completion in the current event loop and return its result.

@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING, Any, Unpack, final
 import anyio
 
 from ._acks import CheckpointStore, Tracking
+from ._barriers import BarrierRun
 from ._batch import run_batcher
 from ._edges import make_emitter, make_outlets
 from ._events import (
     Event,
     HookTable,
+    NodeFinished,
     NodeStarted,
     RunFinished,
     RunStarted,
@@ -103,7 +105,10 @@ class Run:
         self._scope = anyio.CancelScope()
         self._task_group: TaskGroup | None = None
         self._all_finished = anyio.Event()
-        self._nodes_left = len(graph.nodes)
+        self._barriers = [BarrierRun(barrier, self) for barrier in graph.barriers.values()]
+        for barrier in self._barriers:
+            add_hook(self._hooks, NodeFinished, barrier.node_finished)
+        self._nodes_left = len(graph.nodes) + len(self._barriers)
         self.stopping = False
         self.tracking = (
             Tracking(self, checkpoints, resume or {})
@@ -167,7 +172,8 @@ class Run:
         self._task_group.start_soon(_isolated, fn, args, name=name)
 
     async def wait_finished(self) -> None:
-        """Wait until every node has finished (sources exhausted, every sink drained)."""
+        """Wait until every node has finished (sources exhausted, every sink drained)
+        and every barrier (``graph.after``) has run."""
         await self._all_finished.wait()
 
     # -- engine -------------------------------------------------------------------------
@@ -235,6 +241,8 @@ class Run:
                     ),
                     name=f"{nr.name} batcher",
                 )
+        for barrier in self._barriers:
+            task_group.start_soon(barrier.wait_and_call, name=barrier.barrier.describe())
         if self.tracking is not None:
             task_group.start_soon(self.tracking.commit_periodically)
 

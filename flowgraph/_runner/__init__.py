@@ -5,7 +5,9 @@ script or a daemon needs around it; ``flowgraph run`` on the command line is
 this, with arguments.
 """
 
+from ._flow import Flow, FlowResult, FlowRun, open_flow
 from ._progress import open_progress, require_rich, run_state
+from ._replay import open_graph_run
 from ._run import (
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_CHECKPOINT_INTERVAL,
@@ -20,11 +22,16 @@ __all__ = [
     "DEFAULT_CHECKPOINT_EVERY",
     "DEFAULT_CHECKPOINT_INTERVAL",
     "DEFAULT_GRACE",
+    "Flow",
+    "FlowResult",
+    "FlowRun",
     "Outcome",
     "StopBeforeStart",
     "catch_stop_signals",
     "execute",
     "hold_stop_signals",
+    "open_flow",
+    "open_graph_run",
     "open_progress",
     "require_rich",
     "run",

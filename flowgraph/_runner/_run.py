@@ -26,15 +26,17 @@ import sys
 import threading
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, final, overload
 
 import anyio
 
 from .._core._exceptions import GraphError
-from .._core._run import open_run
+from .._core._run import Run, RunResult
 from .._core._validate import to_seconds
 from .._stores import Checkpoints, DeadLetters, StateStore, open_store, parse_store_url
+from ._flow import Flow, FlowResult, open_flow
 from ._progress import open_progress, require_rich
+from ._replay import open_graph_run
 from ._signals import STOP_SIGNALS, Stopper, restore_handlers
 
 if TYPE_CHECKING:
@@ -43,7 +45,8 @@ if TYPE_CHECKING:
     from datetime import timedelta
 
     from .._core._graph import Graph
-    from .._core._run import RunResult
+
+R = TypeVar("R", RunResult, FlowResult)
 
 logger = logging.getLogger("flowgraph")
 
@@ -57,6 +60,7 @@ DEFAULT_CHECKPOINT_INTERVAL = 1.0
 """Longest time between two checkpoint commits, by default (as ``fg.Checkpoints``)."""
 
 
+@overload
 def run(
     graph: Graph,
     *,
@@ -68,9 +72,39 @@ def run(
     state: str | os.PathLike[str] | None = None,
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
     checkpoint_interval: float | timedelta = DEFAULT_CHECKPOINT_INTERVAL,
+    replay_dead_letters: bool = False,
     **options: Any,
-) -> RunResult:
-    """Run *graph* in a new event loop of *backend* (``"asyncio"`` or ``"trio"``).
+) -> RunResult: ...
+@overload
+def run(
+    graph: Flow,
+    *,
+    backend: str = "asyncio",
+    backend_options: dict[str, Any] | None = None,
+    progress: bool = False,
+    handle_signals: bool = False,
+    grace: float | timedelta = DEFAULT_GRACE,
+    state: str | os.PathLike[str] | None = None,
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+    checkpoint_interval: float | timedelta = DEFAULT_CHECKPOINT_INTERVAL,
+    replay_dead_letters: bool = False,
+    **options: Any,
+) -> FlowResult: ...
+def run(
+    graph: Graph | Flow,
+    *,
+    backend: str = "asyncio",
+    backend_options: dict[str, Any] | None = None,
+    progress: bool = False,
+    handle_signals: bool = False,
+    grace: float | timedelta = DEFAULT_GRACE,
+    state: str | os.PathLike[str] | None = None,
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+    checkpoint_interval: float | timedelta = DEFAULT_CHECKPOINT_INTERVAL,
+    replay_dead_letters: bool = False,
+    **options: Any,
+) -> RunResult | FlowResult:
+    """Run *graph* (or a :class:`Flow` of graphs) in a new event loop of *backend*.
 
     The plain-function entry point for scripts; inside an async program use
     ``await graph.run()`` (or :func:`open_run`) instead. Other keyword options
@@ -92,6 +126,15 @@ def run(
     The result then has ``stopped=True``. Each signal is logged as a warning on
     the ``flowgraph`` logger.
 
+    With ``replay_dead_letters=True``, the dead letters the store holds for
+    the graph are fed back into their nodes first, beside the new input, and
+    each is removed once its item is fully processed; an item that fails
+    again is stored anew, and a stop or a kill loses no letter (see the
+    "Scheduled jobs" page).
+
+    A :class:`Flow` runs its graphs with the same options, and the result is a
+    :class:`FlowResult`; a stop signal stops the graphs running and starts no more.
+
     Args:
         graph: the graph to run.
         backend: ``"asyncio"`` or ``"trio"``.
@@ -104,11 +147,14 @@ def run(
         checkpoint_every: with *state*, commit after this many acknowledgements.
         checkpoint_interval: with *state*, commit at least this often (seconds)
             while items are acknowledged.
+        replay_dead_letters: feed the stored dead letters of the graph back in
+            (needs *state* or ``dead_letters=fg.DeadLetters(...)``).
 
     Raises:
         NodeError: if a node failed under the ``"raise"`` policy.
         GraphError: if the graph is not valid, or *grace* is negative, or a
-            checkpoint setting is out of range.
+            checkpoint setting is out of range, or ``replay_dead_letters=True``
+            has no store of dead letters, or ``progress=True`` with a flow.
         ValueError: if *state* is not a store URL; nothing has started then.
         StoreError: if the store cannot be opened or fails.
         ImportError: if ``progress=True`` and rich is not installed, or *state*
@@ -117,7 +163,7 @@ def run(
             ``await graph.run()`` there), or ``handle_signals=True`` outside the
             main thread.
 
-    Added in 0.1.
+    Added in 0.1. *replay_dead_letters* and flows added in 0.2.
     """
     return execute(
         graph,
@@ -129,13 +175,14 @@ def run(
         state=state,
         checkpoint_every=checkpoint_every,
         checkpoint_interval=checkpoint_interval,
+        replay_dead_letters=replay_dead_letters,
         **options,
     ).result
 
 
 @final
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(Generic[R]):
     """How a run started by :func:`execute` ended.
 
     Attributes:
@@ -145,13 +192,17 @@ class Outcome:
             grace period ran out or a second signal came.
     """
 
-    result: RunResult
+    result: R
     signal: signal.Signals | None = None
     cancelled: bool = False
 
 
+@overload
+def execute(graph: Graph, **options: Any) -> Outcome[RunResult]: ...
+@overload
+def execute(graph: Flow, **options: Any) -> Outcome[FlowResult]: ...
 def execute(
-    graph: Graph,
+    graph: Graph | Flow,
     *,
     backend: str = "asyncio",
     backend_options: dict[str, Any] | None = None,
@@ -161,9 +212,10 @@ def execute(
     state: str | os.PathLike[str] | None = None,
     checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
     checkpoint_interval: float | timedelta = DEFAULT_CHECKPOINT_INTERVAL,
+    replay_dead_letters: bool = False,
     received: list[signal.Signals] | None = None,
     **options: Any,
-) -> Outcome:
+) -> Outcome[Any]:
     """Like :func:`run`, but also say whether a signal stopped the run and how.
 
     With *handle_signals*, the signals in *received* (those that arrived
@@ -181,6 +233,11 @@ def execute(
             "handle_signals=True works only in the main thread, where Python delivers signals"
         )
     if progress:
+        if isinstance(graph, Flow):
+            raise GraphError(
+                "progress=True shows the run of one graph, and a flow runs several: "
+                "use log_interval= to follow them"
+            )
         require_rich()
     if state is not None:
         parse_store_url(state)  # a bad URL fails here, before the event loop starts
@@ -197,7 +254,7 @@ def execute(
         state=state,
         checkpoints=functools.partial(Checkpoints, every=every, interval=interval),
         received=received or [],
-        options=options,
+        options={**options, "replay_dead_letters": replay_dead_letters},
     )
     return anyio.run(main, backend=backend, backend_options=backend_options)
 
@@ -220,7 +277,7 @@ def running_library() -> str | None:
 
 
 async def _execute(
-    graph: Graph,
+    graph: Graph | Flow,
     *,
     progress: bool,
     handle_signals: bool,
@@ -229,7 +286,7 @@ async def _execute(
     checkpoints: Callable[[StateStore], Checkpoints],
     received: list[signal.Signals],
     options: dict[str, Any],
-) -> Outcome:
+) -> Outcome[Any]:
     async with AsyncExitStack() as stack:
         signals = None
         if handle_signals:
@@ -241,13 +298,19 @@ async def _execute(
         if state is not None:
             store = await stack.enter_async_context(open_store(state))
             options = _with_store(store, checkpoints, options)
-        async with open_run(graph, **options) as run:
+        opened = (
+            open_flow(graph, **options)
+            if isinstance(graph, Flow)
+            else open_graph_run(graph, **options)
+        )
+        async with opened as run:
             stopper = Stopper(run, grace)
             if signals is not None:
                 if received:  # before the sources take their first step
                     stopper.stop(received[0])
                 run.start_soon(stopper.watch, signals, name="flowgraph signal handler")
             if progress:
+                assert isinstance(run, Run)  # execute() refuses progress for a flow
                 async with open_progress(run):
                     await run.wait_finished()
     return Outcome(run.result, stopper.signal, stopper.cancelled)

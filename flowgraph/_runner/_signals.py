@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import signal
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, Protocol, final
 
 import anyio
 
@@ -37,8 +37,6 @@ if TYPE_CHECKING:
     from types import FrameType
 
     from anyio.abc import TaskGroup
-
-    from .._core._run import Run
 
 logger = logging.getLogger("flowgraph")
 
@@ -107,11 +105,19 @@ def restore_handlers(saved: dict[signal.Signals, Any]) -> None:
             signal.signal(signum, handler)
 
 
+class Stoppable(Protocol):
+    """What a stop signal acts on: a graph's ``Run``, or a flow's run."""
+
+    def stop(self, grace: float | None = None) -> None: ...
+
+    async def wait_finished(self) -> None: ...
+
+
 @final
 class Stopper:
     """Turns stop signals into ``run.stop()``: graceful first, then cancelling."""
 
-    def __init__(self, run: Run, grace: float) -> None:
+    def __init__(self, run: Stoppable, grace: float) -> None:
         self.run = run
         self.grace = grace
         self.signal: signal.Signals | None = None

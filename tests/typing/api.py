@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any, assert_type
 
 import flowgraph as fg
@@ -68,3 +68,31 @@ options: fg.TransformOptions = {"workers": 8, "buffer": 64}
 configured = defaults.transform(parse, **options)
 assert_type(configured("x"), dict[str, str])
 run_options: fg.RunOptions = {"log_interval": 5.0}
+
+
+@graph.after(double, "store")
+async def merge(statistics: Mapping[str, fg.NodeStatistics]) -> None:
+    pass
+
+
+barrier_keeps_signature: Callable[[Mapping[str, fg.NodeStatistics]], Coroutine[Any, Any, None]] = (
+    merge
+)
+assert_type(graph.barriers["merge"], fg.Barrier)
+side = fg.Graph("side")
+failed = side.inlet("failed", buffer=100, when_full="wait")
+side.connect(failed, side.sink(store, name="keep"))
+assert_type(failed.send_nowait(1), bool)
+flow = fg.Flow("nightly")
+flow.add(graph)
+flow.add(side, alongside=graph, after=[daemon])
+
+
+async def a_flow() -> None:
+    assert_type(await failed.send(2), bool)
+    assert_type(await flow.run(replay_dead_letters=True), fg.FlowResult)
+
+
+def a_flow_from_a_script() -> None:
+    assert_type(fg.run(flow, state="sqlite:///state.db"), fg.FlowResult)
+    assert_type(fg.run(graph, replay_dead_letters=True), fg.RunResult)
