@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, final
 
 import anyio
 
-from ._acks import CheckpointStore, Tracking
+from ._acks import CheckpointStore, Tracking, claim
 from ._edges import make_emitter, make_outlets
 from ._events import (
     Event,
@@ -304,7 +304,7 @@ async def open_run(
                 f"checkpoints= must be a checkpoint store such as fg.Checkpoints(...) "
                 f"(got {checkpoints!r})"
             )
-        resume = await checkpoints.load(graph.name) if checkpoints is not None else None
+        resume = await claim(resources, checkpoints, graph) if checkpoints is not None else None
         run = Run(
             graph, dead_letters=dead_letters, hooks=hooks, checkpoints=checkpoints, resume=resume
         )
