@@ -209,7 +209,7 @@ class PostgresStore(SQLStateStore):
 
         if not self._closed:
             with contextlib.suppress(StoreError):  # the session is gone, and its locks with it
-                await self._run(work, action=f"releasing the lease of graph {graph!r}")
+                await self._run(work, action=f"releasing the lease of {graph!r}", retry=False)
 
     def _transact(self, work: Callable[[Cursor], _T], *, write: bool) -> _T:
         try:
@@ -233,7 +233,7 @@ class PostgresStore(SQLStateStore):
             raise StoreError(f"{self.name}: {_describe(exc)}") from exc
 
     def _take_leases_again(self, cur: _Cursor) -> None:
-        for graph, key in self._leases.items():
+        for graph, key in list(self._leases.items()):
             if not cur.execute("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()[0]:
                 # Transient: the old session may not have ended yet. If another run
                 # really took the lease, the retries run out and this run fails.

@@ -179,7 +179,9 @@ class SQLStateStore(ABC):
     def open_lease(self, graph: str) -> AbstractAsyncContextManager[None]:
         """Hold the lease of *graph* in this store for the block (see ``StateStore``)."""
 
-    async def _run(self, work: Callable[[Cursor], _T], *, action: str, write: bool = False) -> _T:
+    async def _run(
+        self, work: Callable[[Cursor], _T], *, action: str, write: bool = False, retry: bool = True
+    ) -> _T:
         if write and self.read_only:
             raise StoreError(f"{self.name} is open read-only; {action} needs a writable store")
 
@@ -193,7 +195,8 @@ class SQLStateStore(ABC):
                 raise StoreError("the state store is closed")
             return await anyio.to_thread.run_sync(call, limiter=self._limiter)
 
-        return await retrying(attempt, store=self.name, action=action, retry_for=self.retry_for)
+        retry_for = self.retry_for if retry else 0.0
+        return await retrying(attempt, store=self.name, action=action, retry_for=retry_for)
 
     async def add_dead_letter(self, failure: Failure, *, serializer: Serializer = "json") -> int:
         payload = serialize_item(failure.node, failure.item, serializer)
