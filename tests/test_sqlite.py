@@ -8,12 +8,12 @@ import subprocess
 import sys
 import textwrap
 from contextlib import closing
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
 
-from flowgraph._core._exceptions import StoreError
+from flowgraph._core._exceptions import GraphError, StoreError
 from flowgraph._core._policy import Failure
 from flowgraph._stores import open_store
 from flowgraph._stores._sqlite import SQLiteStore
@@ -175,12 +175,20 @@ async def test_retry_for_zero_fails_at_once(tmp_path: Path) -> None:
             other.execute("ROLLBACK")
 
 
-@pytest.mark.parametrize("retry_for", [-1, float("nan"), float("inf")])
-async def test_retry_for_must_be_finite_and_not_negative(tmp_path: Path, retry_for: float) -> None:
-    """A negative or infinite retry_for is refused before anything opens."""
-    with pytest.raises(
-        ValueError, match=r"^retry_for must be a finite number of seconds >= 0 \(got "
-    ):
+@pytest.mark.parametrize(
+    ("retry_for", "message"),
+    [
+        (-1, r"^retry_for must be >= 0 \(got -1\)$"),
+        (float("nan"), r"^retry_for must be >= 0 \(got nan\)$"),
+        (float("inf"), r"^retry_for must be finite \(got inf\)$"),
+        ("5", r"^retry_for must be a number of seconds or a timedelta \(got '5'\)$"),
+    ],
+)
+async def test_retry_for_must_be_finite_and_not_negative(
+    tmp_path: Path, retry_for: Any, message: str
+) -> None:
+    """A bad retry_for is refused before anything opens."""
+    with pytest.raises(GraphError, match=message):
         async with open_store(tmp_path / "state.db", retry_for=retry_for):
             pass
     assert not (tmp_path / "state.db").exists()

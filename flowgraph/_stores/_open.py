@@ -12,6 +12,7 @@ from ._retry import DEFAULT_RETRY_FOR, check_retry_for
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from datetime import timedelta
     from types import TracebackType
 
 _SCHEMES = "sqlite:///relative/path.db, sqlite:////absolute/path.db, a file path, postgresql://..."
@@ -128,7 +129,7 @@ async def open_store(
     *,
     create: bool = True,
     read_only: bool = False,
-    retry_for: float = DEFAULT_RETRY_FOR,
+    retry_for: float | timedelta = DEFAULT_RETRY_FOR,
 ) -> AsyncIterator[StateStore]:
     """Open the state store at *url* and close it on exit.
 
@@ -154,8 +155,8 @@ async def open_store(
             with exponential backoff, before it raises ``StoreError``; 0 never retries.
 
     Raises:
-        ValueError: if the URL's scheme or shape is not one of the above, or
-            *retry_for* is negative.
+        ValueError: if the URL's scheme or shape is not one of the above.
+        GraphError: if *retry_for* is negative or not finite (also a ValueError).
         ImportError: if a PostgreSQL URL is given and psycopg is not installed.
         StoreError: if the store cannot be opened, is not a flowgraph store, or
             was written by a newer flowgraph.

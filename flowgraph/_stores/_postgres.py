@@ -42,6 +42,7 @@ from ._sql import (
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
+    from datetime import timedelta
 
     from ._sql import Cursor
 
@@ -121,7 +122,7 @@ class PostgresStore(SQLStateStore):
         connection: psycopg.Connection[Any],
         url: str,
         *,
-        retry_for: float = DEFAULT_RETRY_FOR,
+        retry_for: float | timedelta = DEFAULT_RETRY_FOR,
         read_only: bool = False,
     ) -> None:
         name = f"PostgreSQL store {_redact(url)}"
@@ -138,7 +139,7 @@ class PostgresStore(SQLStateStore):
         *,
         create: bool = True,
         read_only: bool = False,
-        retry_for: float = DEFAULT_RETRY_FOR,
+        retry_for: float | timedelta = DEFAULT_RETRY_FOR,
     ) -> PostgresStore:
         """Connect to the PostgreSQL database at *url* and create the tables if needed.
 

@@ -14,16 +14,17 @@ Time is read through anyio, so the waits follow a virtual clock in tests.
 from __future__ import annotations
 
 import logging
-import math
 import random
 from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 
 from .._core._exceptions import StoreError
+from .._core._validate import to_seconds
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+    from datetime import timedelta
 
 _T = TypeVar("_T")
 
@@ -40,13 +41,9 @@ class Transient(StoreError):
     """A store call failed in a way that may pass: retry it (never seen by users)."""
 
 
-def check_retry_for(retry_for: float) -> float:
-    """Return *retry_for* if it is a finite number of seconds >= 0, else raise ``ValueError``."""
-    if isinstance(retry_for, bool) or not isinstance(retry_for, int | float):
-        raise TypeError(f"retry_for must be a number of seconds (got {retry_for!r})")
-    if not math.isfinite(retry_for) or retry_for < 0:
-        raise ValueError(f"retry_for must be a finite number of seconds >= 0 (got {retry_for!r})")
-    return float(retry_for)
+def check_retry_for(retry_for: float | timedelta) -> float:
+    """Return *retry_for* in seconds; raise ``GraphError`` unless it is finite and >= 0."""
+    return to_seconds("retry_for", retry_for, inclusive=True)
 
 
 async def retrying(

@@ -33,6 +33,7 @@ from ._retry import DEFAULT_RETRY_FOR, check_retry_for, retrying
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
     from contextlib import AbstractAsyncContextManager
+    from datetime import timedelta
     from types import TracebackType
 
     from .._core._policy import Failure
@@ -156,7 +157,11 @@ class SQLStateStore(ABC):
     """
 
     def __init__(
-        self, name: str, *, retry_for: float = DEFAULT_RETRY_FOR, read_only: bool = False
+        self,
+        name: str,
+        *,
+        retry_for: float | timedelta = DEFAULT_RETRY_FOR,
+        read_only: bool = False,
     ) -> None:
         self.name = name
         self.retry_for = check_retry_for(retry_for)

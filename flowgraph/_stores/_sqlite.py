@@ -48,6 +48,7 @@ from ._sql import (
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
+    from datetime import timedelta
 
     from ._sql import Cursor
 
@@ -101,7 +102,7 @@ class SQLiteStore(SQLStateStore):
         connection: sqlite3.Connection,
         path: Path,
         *,
-        retry_for: float = DEFAULT_RETRY_FOR,
+        retry_for: float | timedelta = DEFAULT_RETRY_FOR,
         read_only: bool = False,
     ) -> None:
         super().__init__(f"SQLite store {path}", retry_for=retry_for, read_only=read_only)
@@ -117,7 +118,7 @@ class SQLiteStore(SQLStateStore):
         timeout: float = DEFAULT_TIMEOUT,
         create: bool = True,
         read_only: bool = False,
-        retry_for: float = DEFAULT_RETRY_FOR,
+        retry_for: float | timedelta = DEFAULT_RETRY_FOR,
     ) -> SQLiteStore:
         """Open (creating if needed and *create*) the SQLite store at *path*.
 
