@@ -152,8 +152,11 @@ async def test_a_stuck_commit_pauses_the_source_at_exactly_the_bound(database_ur
 
 
 @virtual_time
-async def test_an_idle_week_wakes_nothing_and_takes_no_real_time() -> None:
-    """A polling daemon idle for a virtual week commits once (its first items), then sleeps.
+@pytest.mark.parametrize(("items", "commits"), [(0, []), (10, [(1.0, {"src": 9})])])
+async def test_an_idle_week_wakes_nothing_and_takes_no_real_time(
+    items: int, commits: list[tuple[float, dict[str, int]]]
+) -> None:
+    """A polling daemon idle for a virtual week commits its first items (if any), then sleeps.
 
     Regression test for #16: commits woke every interval, so a simulated day took
     29 minutes of real time.
@@ -162,7 +165,7 @@ async def test_an_idle_week_wakes_nothing_and_takes_no_real_time() -> None:
 
     async def fetch(after: int | None) -> list[fg.Positioned]:
         start = 0 if after is None else after + 1
-        return [fg.Positioned(i, i) for i in range(start, 10)]
+        return [fg.Positioned(i, i) for i in range(start, items)]
 
     async def sink(x: int) -> None:
         pass
@@ -174,7 +177,7 @@ async def test_an_idle_week_wakes_nothing_and_takes_no_real_time() -> None:
         await anyio.sleep(7 * 86400)
         run.stop()
     assert time.perf_counter() - started < 2.0
-    assert store.commits == [(1.0, {"src": 9})]
+    assert store.commits == commits
 
 
 @virtual_time
