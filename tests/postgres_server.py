@@ -87,6 +87,66 @@ def _run(command: list[str], cwd: Path) -> None:
         )
 
 
+class PostgresServer:
+    """A throwaway server in a temporary directory: ``initdb``, then ``pg_ctl`` start/restart/stop.
+
+    It listens only on a Unix socket in its directory, so several can run at
+    once. Tests that need a server of their own (to restart it) use this; the
+    others share the session's ``postgres_url``.
+    """
+
+    def __init__(self) -> None:
+        binaries = _find_binaries()
+        if binaries is None:
+            _unavailable(
+                "PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or in "
+                "/usr/lib/postgresql/*/bin; install PostgreSQL to run these tests"
+            )
+        self.binaries = binaries
+        self.prefix, self.user = _as_server_user()
+        self.base = Path(tempfile.mkdtemp(prefix="flowgraph-pg-"))
+        self.data = self.base / "data"
+        self.started = False
+        self.url = (
+            f"postgresql://postgres@/postgres?host={quote(str(self.base), safe='')}&port=5432"
+        )
+
+    def start(self) -> str:
+        """Create the cluster and start the server; return its URL."""
+        if self.user is not None:
+            os.chown(self.base, self.user.pw_uid, self.user.pw_gid)
+        initdb = [*self.prefix, str(self.binaries / "initdb"), "-D", str(self.data)]
+        options = ["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]
+        _run([*initdb, *options], cwd=self.base)
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write(_SETTINGS.format(socket_dir=self.base))
+        self._pg_ctl("-w", "-t", "30", "start")
+        self.started = True
+        return self.url
+
+    def restart(self, mode: str = "fast") -> None:
+        """Restart the server: *mode* ``fast`` ends every session with AdminShutdown."""
+        self._pg_ctl("-m", mode, "-w", "-t", "30", "restart")
+
+    def stop(self) -> None:
+        """Stop the server (if started) and delete its directory."""
+        try:
+            if self.started:
+                self._pg_ctl("-m", "immediate", "-w", "stop")
+        finally:
+            shutil.rmtree(self.base, ignore_errors=True)
+
+    def _pg_ctl(self, *args: str) -> None:
+        # The log file keeps the server's output off pg_ctl's pipes, which _run waits to close.
+        log = self.base / "server.log"
+        pg_ctl = [*self.prefix, str(self.binaries / "pg_ctl"), "-D", str(self.data), "-l", str(log)]
+        try:
+            _run([*pg_ctl, *args], cwd=self.base)
+        except RuntimeError as exc:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(f"{exc}\nserver log:\n{tail}") from None
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """Start a throwaway PostgreSQL server for the session and yield its URL."""
@@ -94,50 +154,11 @@ def postgres_url() -> Iterator[str]:
     if existing:
         yield existing
         return
-    binaries = _find_binaries()
-    if binaries is None:
-        _unavailable(
-            "PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or in "
-            "/usr/lib/postgresql/*/bin; install PostgreSQL to run these tests"
-        )
-    prefix, user = _as_server_user()
-    base = Path(tempfile.mkdtemp(prefix="flowgraph-pg-"))
-    if user is not None:
-        os.chown(base, user.pw_uid, user.pw_gid)
-    data = base / "data"
-    pg_ctl = [*prefix, str(binaries / "pg_ctl"), "-D", str(data)]
-    started = False
+    server = PostgresServer()
     try:
-        _run(
-            [
-                *prefix,
-                str(binaries / "initdb"),
-                "-D",
-                str(data),
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-            ],
-            cwd=base,
-        )
-        with (data / "postgresql.conf").open("a") as conf:
-            conf.write(_SETTINGS.format(socket_dir=base))
-        try:
-            _run([*pg_ctl, "-l", str(base / "server.log"), "-w", "-t", "30", "start"], cwd=base)
-        except RuntimeError as exc:
-            log = (base / "server.log").read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"{exc}\nserver log:\n{log}") from None
-        started = True
-        yield f"postgresql://postgres@/postgres?host={quote(str(base), safe='')}&port=5432"
+        yield server.start()
     finally:
-        if started:
-            _run([*pg_ctl, "-m", "immediate", "-w", "stop"], cwd=base)
-        shutil.rmtree(base, ignore_errors=True)
+        server.stop()
 
 
 @pytest.fixture

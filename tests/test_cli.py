@@ -915,6 +915,11 @@ def test_sigterm_commits_a_final_checkpoint_and_a_restart_resumes_exactly_after_
             after = committed[-1] if committed else None
             assert readline(proc.stdout) == f"resumed after {after}\n", run
             assert readline(proc.stderr).startswith("flowgraph: running graph 'daemon'")
+            if after is None:
+                assert readline(proc.stderr) == (
+                    f"flowgraph: no checkpoint for source 'ticks' in SQLite store {db}: "
+                    "starting from the beginning\n"
+                )
             assert readline(proc.stderr).startswith("flowgraph: checkpoint daemon: ")
             proc.send_signal(signal.SIGTERM)
             _, stderr = proc.communicate(timeout=10)

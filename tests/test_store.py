@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
+import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
+from databases import connect
 
 import flowgraph._stores
 from flowgraph._core._exceptions import StoreError
@@ -405,3 +409,143 @@ async def test_postgres_url_without_psycopg_explains_the_extra(
     ):
         async with open_store("postgres://localhost/db"):
             pass
+
+
+# -- what a store reads back is checked ------------------------------------------------
+
+
+def write_raw(url: str, sql: str, *params: Any) -> None:
+    """Change the database behind the store's back, as corruption or another tool would."""
+    mark = "?" if url.startswith("sqlite") else "%s"
+    with connect(url) as connection:
+        connection.execute(sql.replace("?", mark), params)
+        if url.startswith("sqlite"):
+            connection.commit()
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        (
+            "{not json",
+            r"Expecting property name enclosed in double quotes: line 1 column 2 \(char 1\)",
+        ),
+        ("NaN", r"NaN is not JSON"),
+        ('{"a": Infinity}', r"Infinity is not JSON"),
+    ],
+)
+async def test_corrupt_position_is_a_store_error_naming_the_row(
+    store: StateStore, database_url: str, text: str, why: str
+) -> None:
+    """A stored position that is not JSON raises StoreError naming store, graph and source.
+
+    Regression test for #13: a raw JSONDecodeError escaped from load_checkpoints.
+    """
+    await store.commit_checkpoints("g", {"good": 1, "bad": 2})
+    write_raw(
+        database_url,
+        "UPDATE flowgraph_checkpoints SET position = ? WHERE graph = ? AND source = ?",
+        text,
+        "g",
+        "bad",
+    )
+    message = (
+        rf"^{re.escape(str(store))}: the checkpoint of source 'bad' in graph 'g' is corrupt, "
+        rf"not a JSON value \({re.escape(repr(text))}\): {why}$"
+    )
+    with pytest.raises(StoreError, match=message):
+        await store.load_checkpoints("g")
+    with pytest.raises(StoreError, match=message):
+        await store.load_checkpoint("g", "bad")
+    assert await store.load_checkpoint("g", "good") == 1
+
+
+async def test_one_corrupt_dead_letter_fails_alone(store: StateStore, database_url: str) -> None:
+    """A corrupt row is a StoreError naming store and row; with errors=[] the rest still list."""
+    ids = [await store.add_dead_letter(failure(n)) for n in range(3)]
+    write_raw(
+        database_url, "UPDATE flowgraph_dead_letters SET item = ? WHERE id = ?", b"{oops", ids[1]
+    )
+    message = (
+        rf"^{re.escape(str(store))}: dead letter {ids[1]} is corrupt: cannot deserialise its "
+        r"item \(json\): JSONDecodeError: Expecting property name enclosed in double quotes: "
+        r"line 1 column 2 \(char 1\)$"
+    )
+    with pytest.raises(StoreError, match=message):
+        await store.list_dead_letters()
+    with pytest.raises(StoreError, match=message):
+        await store.get_dead_letter(ids[1])
+    errors: list[StoreError] = []
+    assert [d.item for d in await store.list_dead_letters(errors=errors)] == [0, 2]
+    assert [str(e) for e in errors] == [message[1:-1].replace("\\", "")]
+
+
+# -- leases: one run per graph per store ------------------------------------------------
+
+
+@pytest.mark.flowgraph_virtual_time
+async def test_a_graph_lease_is_held_by_one_store_at_a_time(database_url: str) -> None:
+    """While one store holds a graph's lease, another fails to take it; other graphs are free."""
+    async with open_store(database_url) as first, open_store(database_url) as second:
+        async with first.open_lease("g"):
+            with pytest.raises(
+                StoreError,
+                match=rf"^graph 'g' is already running against {re.escape(str(second))} \(its "
+                rf"lease is held by (flowgraph )?process {os.getpid()} on ",
+            ):
+                async with second.open_lease("g"):
+                    pass
+            async with second.open_lease("h"), second.open_lease("a graph/with odd name"):
+                pass
+        async with second.open_lease("g"):
+            pass
+
+
+LEASE_HOLDER = """
+    import sys, anyio
+    from flowgraph._stores import open_store
+
+    async def main():
+        async with open_store(sys.argv[1]) as store, store.open_lease("g"):
+            print("held", flush=True)
+            await anyio.sleep(float(sys.argv[2]))
+
+    anyio.run(main)
+"""
+
+
+def test_a_lease_dies_with_its_holder(database_url: str) -> None:
+    """Between real processes: a second holder is refused; after kill -9, a restart gets it at once."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def start(hold: float) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(LEASE_HOLDER), database_url, str(hold)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+
+    first = start(60)
+    try:
+        assert first.stdout is not None
+        assert first.stdout.readline() == "held\n"
+        second = start(0)
+        _, stderr = second.communicate(timeout=30)
+        assert second.returncode == 1
+        assert re.search(
+            rf"StoreError: graph 'g' is already running against .* \(its lease is held by "
+            rf"(flowgraph )?process {first.pid} on ",
+            stderr,
+        ), stderr
+        first.kill()
+        first.wait(10)
+        started = time.monotonic()
+        third = start(0)
+        out, stderr = third.communicate(timeout=30)
+        assert (third.returncode, out) == (0, "held\n"), stderr
+        assert time.monotonic() - started < 10
+    finally:
+        first.kill()
+        first.communicate()

@@ -2,15 +2,18 @@
 
 Each command is an ``add_*_arguments`` function that declares its options and
 a ``cmd_*`` function that takes the parsed arguments and returns an exit code;
-``flowgraph._cli`` registers them. Every command reads an existing store
-(``--store URL``): a SQLite file that does not exist is a usage error, so a
-typo never creates an empty store.
+``flowgraph._cli`` registers them. Every command works on an existing store
+(``--store URL``) and never creates one, nor a table in it: ``list`` and
+``show`` open it read-only, ``replay`` and ``purge`` without ``create``. A
+SQLite file that does not exist, an empty file or another application's
+database is a usage error (exit 2), so a typo never creates an empty store.
+A corrupt dead letter is reported on its own line; ``list`` shows the others.
 """
 
 from __future__ import annotations
 
-import functools
 import json
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -32,7 +35,7 @@ from ._targets import load_graph
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
 
 def add_list_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,13 +44,23 @@ def add_list_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    letters = _call(args, _dead_letters(args).list, **_filters(args), limit=args.limit)
+    errors: list[fg.StoreError] = []
+
+    async def read(dead_letters: fg.DeadLetters) -> list[fg.DeadLetter]:
+        return await dead_letters.store.list_dead_letters(
+            **_filters(args), limit=args.limit, errors=errors
+        )
+
+    letters: list[fg.DeadLetter] = _call(args, read)
+    for error in errors:
+        err(f"error: {error}")
+    status = EXIT_FAILED if errors else EXIT_OK
     if args.json:
         print(json.dumps([_as_json(letter) for letter in letters], indent=2))
-        return EXIT_OK
+        return status
     if not letters:
-        print("no dead letters")
-        return EXIT_OK
+        print("no readable dead letters" if errors else "no dead letters")
+        return status
     header = ("id", "failed at", "graph", "node", "attempts", "error", "item")
     rows = [
         (
@@ -62,8 +75,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         for d in letters
     ]
     print(format_table(header, rows, right={0, 4}))
-    print(plural(len(letters), "dead letter"))
-    return EXIT_OK
+    unreadable = f", {len(errors)} unreadable (see above)" if errors else ""
+    print(plural(len(letters), "dead letter") + unreadable)
+    return status
 
 
 def add_show_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,11 +87,8 @@ def add_show_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    dead_letters = _dead_letters(args)
-
-    async def get() -> fg.DeadLetter | None:
-        async with dead_letters:
-            return await dead_letters.store.get_dead_letter(args.id)
+    async def get(dead_letters: fg.DeadLetters) -> fg.DeadLetter | None:
+        return await dead_letters.store.get_dead_letter(args.id)
 
     letter = _call(args, get)
     if letter is None:
@@ -108,8 +119,11 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     graph = load_graph(args.target)
-    replay = _dead_letters(args).replay
-    result = _call(args, replay, graph, **_filters(args), limit=args.limit)
+
+    async def replay(dead_letters: fg.DeadLetters) -> fg.ReplayResult:
+        return await dead_letters.replay(graph, **_filters(args), limit=args.limit)
+
+    result = _call(args, replay, write=True)
     print(
         f"replayed {plural(result.replayed, 'dead letter')} of graph {graph.name!r}: "
         f"{len(result.succeeded)} succeeded, {len(result.failed)} failed"
@@ -137,7 +151,11 @@ def cmd_purge(args: argparse.Namespace) -> int:
             "refusing to purge every dead letter without --yes; "
             "narrow it with --graph, --node, --run or --error-type, or pass --yes"
         )
-    purged = _call(args, _dead_letters(args).purge, **filters)
+
+    async def purge(dead_letters: fg.DeadLetters) -> int:
+        return await dead_letters.purge(**filters)
+
+    purged = _call(args, purge, write=True)
     print(f"purged {plural(purged, 'dead letter')}")
     return EXIT_OK
 
@@ -171,14 +189,29 @@ def _filters(args: argparse.Namespace) -> dict[str, str | None]:
     return {key: getattr(args, key) for key in keys if hasattr(args, key)}
 
 
-def _dead_letters(args: argparse.Namespace) -> fg.DeadLetters:
-    """The dead letters in the existing store named by ``--store``."""
-    return fg.DeadLetters(check_store_url(args.store, "--store", must_exist=True))
+def _call(
+    args: argparse.Namespace,
+    fn: Callable[[fg.DeadLetters], Awaitable[Any]],
+    *,
+    write: bool = False,
+) -> Any:
+    """Call ``fn(dead_letters)`` on the existing store ``--store``, in a new event loop.
 
+    The store is opened read-only unless *write*, and never created: a store
+    that cannot be opened, or is not a flowgraph store, is a usage error.
+    """
+    url = check_store_url(args.store, "--store", must_exist=True)
 
-def _call(args: argparse.Namespace, fn: Callable[..., Any], *a: Any, **kw: Any) -> Any:
-    """Call the async *fn* in a new event loop of the command's ``--backend``."""
-    return anyio.run(functools.partial(fn, *a, **kw), backend=args.backend)
+    async def main() -> Any:
+        async with AsyncExitStack() as stack:
+            opening = fg.open_store(url, create=False, read_only=not write)
+            try:
+                store = await stack.enter_async_context(opening)
+            except fg.StoreError as exc:
+                raise UsageError(f"--store: {exc}") from exc
+            return await fn(fg.DeadLetters(store))
+
+    return anyio.run(main, backend=args.backend)
 
 
 def _error(letter: fg.DeadLetter) -> str:

@@ -14,6 +14,18 @@ Per source, a low watermark advances over acknowledged items in emission order:
 the committed position is that of the highest item such that it and every
 earlier item are acknowledged, so items finishing out of order never let the
 checkpoint skip one that is still in flight.
+
+The replay after a crash is bounded: a source holds at most ``max_in_flight``
+unacknowledged items, and never runs more than ``max_in_flight + every`` items
+past its last *committed* position. When commits fall behind (a slow or locked
+store), acknowledged items pile up uncommitted and the source waits for the
+commit, so a crash replays at most ``max_in_flight + every`` items per source,
+whatever the store's latency.
+
+Commits follow activity, never a clock of their own: after ``every``
+acknowledgements, or ``interval`` seconds after the first acknowledgement not
+yet committed, and once more when the run ends. A run with nothing to commit
+sleeps until something is acknowledged.
 """
 
 from __future__ import annotations
@@ -27,7 +39,9 @@ from ._events import CheckpointCommitted
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from contextlib import AbstractAsyncContextManager, AsyncExitStack
 
+    from ._graph import Graph
     from ._run import Run
 
 logger = logging.getLogger("flowgraph.checkpoints")
@@ -41,7 +55,8 @@ class CheckpointStore(Protocol):
     """Where a run loads and commits source positions (``fg.Checkpoints`` is one).
 
     Commits are batched: after ``every`` acknowledgements or ``interval``
-    seconds, whichever comes first, and once more when the run ends.
+    seconds after the first uncommitted one, whichever comes first, and once
+    more when the run ends. A store may also hand out leases (:class:`Leases`).
     """
 
     every: int
@@ -50,6 +65,30 @@ class CheckpointStore(Protocol):
     async def load(self, graph: str) -> Mapping[str, Any]: ...
 
     async def commit(self, graph: str, positions: Mapping[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class Leases(Protocol):
+    """A checkpoint store that lets one run at a time hold a graph (``fg.Checkpoints`` does)."""
+
+    def open_lease(self, graph: str) -> AbstractAsyncContextManager[object]: ...
+
+
+async def claim(
+    resources: AsyncExitStack, checkpoints: CheckpointStore, graph: Graph
+) -> Mapping[str, Any]:
+    """Take *graph*'s lease in *checkpoints*, held until *resources* closes; load its positions.
+
+    Only a graph with checkpointed sources commits, so only such a graph takes
+    the lease, before any of its sources starts: a second run of it against
+    the same store fails here, having done nothing.
+
+    Raises:
+        StoreError: if another run holds the lease, or the positions cannot be read.
+    """
+    if isinstance(checkpoints, Leases) and any(n.checkpoint for n in graph.nodes.values()):
+        await resources.enter_async_context(checkpoints.open_lease(graph.name))
+    return await checkpoints.load(graph.name)
 
 
 class Ticket:
@@ -74,31 +113,37 @@ UNTRACKED = Ticket(None, -1, None)
 
 
 class SourceTracker:
-    """The low watermark of one checkpointed source, and its cap on items in flight."""
+    """The low watermark of one checkpointed source, and its caps on items ahead of it."""
 
     def __init__(self, tracking: Tracking, source: str, max_in_flight: int) -> None:
         self.tracking = tracking
         self.source = source
         self.max_in_flight = max_in_flight
+        self.max_ahead = max_in_flight + tracking.every
         self.next_seq = 0
         self.lowest_unacked = 0
+        self.committed = 0  # the lowest seq the last successful commit does not cover
         self.acked: dict[int, Any] = {}  # seq -> position, only above lowest_unacked
         self.watermark: Any = None
-        self.advanced = False
         self.room: anyio.Event | None = None  # set while the source waits for room
 
     def issue_nowait(self, position: Any) -> Ticket | None:
-        """A ticket for the next item, or ``None`` if ``max_in_flight`` items are unacknowledged."""
-        # Invariant: next_seq - lowest_unacked <= max_in_flight, so a crash
-        # replays at most max_in_flight items of this source beyond the commit lag.
-        if self.next_seq - self.lowest_unacked >= self.max_in_flight:
+        """A ticket for the next item, or ``None`` if the source must wait for room."""
+        # Invariants: next_seq - lowest_unacked <= max_in_flight, and
+        # next_seq - committed <= max_in_flight + every: a crash replays at most
+        # max_in_flight + every items of this source, however slow the commits.
+        seq = self.next_seq
+        if (
+            seq - self.lowest_unacked >= self.max_in_flight
+            or seq - self.committed >= self.max_ahead
+        ):
             return None
-        ticket = Ticket(self, self.next_seq, position)
-        self.next_seq += 1
+        ticket = Ticket(self, seq, position)
+        self.next_seq = seq + 1
         return ticket
 
     async def issue(self, position: Any) -> Ticket:
-        """A ticket for the next item, waiting while ``max_in_flight`` items are unacknowledged."""
+        """A ticket for the next item, waiting for acknowledgements or a commit to make room."""
         ticket = self.issue_nowait(position)
         while ticket is None:
             self.room = anyio.Event()
@@ -118,14 +163,21 @@ class SourceTracker:
                     self.watermark = acked.pop(seq)
                     seq += 1
             self.lowest_unacked = seq
-            self.advanced = True
-            if self.room is not None:
-                self.room.set()
-                self.room = None
+            self._wake()
         tracking = self.tracking
-        tracking.acks_since_commit += 1
-        if tracking.acks_since_commit == tracking.every:
+        acks = tracking.acks_since_commit = tracking.acks_since_commit + 1
+        if acks == 1 or acks == tracking.every:
             tracking.due.set()
+
+    def committed_up_to(self, seq: int) -> None:
+        """Record that every item below *seq* is committed: the source may run further."""
+        self.committed = seq
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.room is not None:
+            self.room.set()
+            self.room = None
 
 
 class Tracking:
@@ -138,36 +190,57 @@ class Tracking:
         self.sources: dict[str, SourceTracker] = {}
         self.acks_since_commit = 0
         self.every = store.every
+        # Set by the first and the every-th acknowledgement since the last commit
+        # began, and when every node has finished: the only things that wake commits.
         self.due = anyio.Event()
 
     def tracker(self, source: str, max_in_flight: int) -> SourceTracker:
+        if source not in self.resume:
+            logger.info(
+                "no checkpoint for source %r in %s: starting from the beginning",
+                source,
+                str(self.store),  # now: the store may be closed when the record is formatted
+            )
         tracker = self.sources[source] = SourceTracker(self, source, max_in_flight)
         return tracker
 
     async def commit_periodically(self) -> None:
-        """Commit every ``every`` acks or ``interval`` seconds until every node has finished."""
+        """Commit after ``every`` acks or ``interval`` s after the first, until the end."""
+        run = self.run
         while True:
-            with anyio.move_on_after(self.store.interval):
-                await self.due.wait()
-            if self.run.all_finished:
+            await self.due.wait()  # the first ack since the last commit began, or the end
+            if not run.all_finished and self.acks_since_commit < self.every:
+                self.due = anyio.Event()
+                with anyio.move_on_after(self.store.interval):
+                    await self.due.wait()  # the every-th ack, or the end
+            if run.all_finished:
                 return
             await self.commit()
 
     async def commit(self) -> None:
-        """Commit the watermarks that moved since the last commit."""
-        if self.due.is_set():
-            self.due = anyio.Event()
+        """Commit the watermarks that moved since the last successful commit."""
+        self.due = anyio.Event()
         self.acks_since_commit = 0
-        moved = {name: t.watermark for name, t in self.sources.items() if t.advanced}
-        if not moved:
+        marks = [
+            (t, t.lowest_unacked) for t in self.sources.values() if t.lowest_unacked > t.committed
+        ]
+        if not marks:
             return
-        for name in moved:
-            self.sources[name].advanced = False
+        moved = {t.source: t.watermark for t, _ in marks}
         await self.store.commit(self.run.graph.name, moved)
+        for tracker, seq in marks:
+            tracker.committed_up_to(seq)
         logger.info("checkpoint %s: %s", self.run.graph.name, moved)
         self.run.emit(CheckpointCommitted(self.run, moved))
 
     async def commit_finally(self) -> None:
         """The last commit of a run, shielded so that a stop or cancellation still records it."""
-        with anyio.move_on_after(FINAL_COMMIT_GRACE, shield=True):
+        with anyio.move_on_after(FINAL_COMMIT_GRACE, shield=True) as scope:
             await self.commit()
+        if scope.cancelled_caught:
+            logger.warning(
+                "the last checkpoint commit of %s did not finish within %gs; a restart "
+                "resumes from the previous one",
+                self.run.graph.name,
+                FINAL_COMMIT_GRACE,
+            )

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Unpack, final
 
 import anyio
 
-from ._acks import CheckpointStore, Tracking
+from ._acks import CheckpointStore, Tracking, claim
 from ._barriers import BarrierRun
 from ._batch import run_batcher
 from ._edges import make_emitter, make_outlets
@@ -313,7 +313,7 @@ async def open_run(graph: Graph, **options: Unpack[RunOptions]) -> AsyncIterator
             handle: Any = resource
             if isinstance(handle, AbstractAsyncContextManager):
                 await resources.enter_async_context(handle)
-        resume = await checkpoints.load(graph.name) if checkpoints is not None else None
+        resume = await claim(resources, checkpoints, graph) if checkpoints is not None else None
         run = Run(
             graph,
             dead_letters=dead_letters,

@@ -1,8 +1,10 @@
 """State stores: where checkpoints and dead letters outlive a run (SQLite, PostgreSQL).
 
-Rooms: ``_protocol`` (what a store does), ``_codec`` (how values are written),
-``_sql`` (the SQL both databases share), ``_sqlite`` and ``_postgres`` (how each
-connects), ``_open`` (a URL to an open store), and on top ``_checkpoints`` and
+Rooms: ``_protocol`` (what a store does), ``_codec`` (how values are written
+and checked when read back), ``_sql`` (the SQL both databases share),
+``_retry`` (backoff on transient errors), ``_sqlite`` and ``_postgres`` (how
+each connects, and its lease), ``_filelock`` (the OS lock behind a SQLite
+lease), ``_open`` (a URL to an open store), and on top ``_checkpoints`` and
 ``_dead_letters``, the two things users keep in a store.
 """
 

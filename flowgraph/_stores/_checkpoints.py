@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, final
 
 from .._core._exceptions import GraphError
@@ -10,7 +11,7 @@ from ._open import StoreRef, UsesStore
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Mapping
+    from collections.abc import AsyncIterator, Mapping
     from datetime import timedelta
 
     from ._protocol import StateStore
@@ -22,15 +23,18 @@ DEFAULT_STORE = "sqlite:///flowgraph-state.db"
 class Checkpoints(UsesStore):
     """A checkpoint store for a run: ``await graph.run(checkpoints=fg.Checkpoints(url))``.
 
-    Before the sources start, each ``checkpoint=True`` source is handed its last
-    committed position. While the run goes, the position of each source's low
-    watermark (the highest item such that it and every earlier item have been
-    fully processed by every sink) is committed after *every* acknowledgements
-    or *interval* seconds, whichever comes first, and once more when the run
-    ends, is stopped, fails or is cancelled. A process killed outright loses at
-    most the uncommitted tail, which is replayed on restart: delivery is
-    at-least-once, with at most ``max_in_flight`` items per source replayed
-    beyond the commit batching.
+    Before the sources start, the run takes the graph's lease in the store (a
+    second run of the same graph against the same store fails at once), and
+    each ``checkpoint=True`` source is handed its last committed position.
+    While the run goes, the position of each source's low watermark (the
+    highest item such that it and every earlier item have been fully processed
+    by every sink) is committed after *every* acknowledgements or *interval*
+    seconds after the first uncommitted one, whichever comes first, and once
+    more when the run ends, is stopped, fails or is cancelled; an idle run does
+    not wake up to commit. A process killed outright loses at most the
+    uncommitted tail, which is replayed on restart: delivery is at-least-once,
+    and a source never runs more than ``max_in_flight + every`` items ahead of
+    its committed position (it waits for a slow commit), which bounds the replay.
 
     Args:
         store: a store URL (``sqlite:///path.db``, ``postgresql://...``), a file
@@ -56,6 +60,9 @@ class Checkpoints(UsesStore):
     def __repr__(self) -> str:
         return f"Checkpoints({self._ref.describe()}, every={self.every}, interval={self.interval})"
 
+    def __str__(self) -> str:
+        return str(self._ref)
+
     async def load(self, graph: str) -> dict[str, Any]:
         """The committed position of every checkpointed source of *graph*."""
         async with self:
@@ -65,3 +72,15 @@ class Checkpoints(UsesStore):
         """Record *positions* (source name -> position) atomically."""
         async with self:
             await self.store.commit_checkpoints(graph, positions)
+
+    @asynccontextmanager
+    async def open_lease(self, graph: str) -> AsyncIterator[None]:
+        """Hold the lease of *graph* in the store for the block (a run does this).
+
+        Raises:
+            StoreError: if another run of *graph* holds it.
+
+        Added in 0.2.
+        """
+        async with self, self.store.open_lease(graph):
+            yield

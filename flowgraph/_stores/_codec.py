@@ -6,7 +6,7 @@ import json
 import pickle
 from typing import TYPE_CHECKING, Any
 
-from .._core._exceptions import StoreError
+from .._core._exceptions import StoreError, describe_item
 
 if TYPE_CHECKING:
     from ._protocol import Serializer
@@ -61,19 +61,36 @@ def serialize_item(node: str, item: object, serializer: Serializer) -> bytes:
         ) from exc
 
 
-def deserialize_item(id: int, payload: bytes, serializer: str) -> Any:
-    """Rebuild a dead letter's item; raise ``StoreError`` naming the dead letter if it cannot."""
+def deserialize_item(payload: bytes, serializer: str) -> Any:
+    """Rebuild a dead letter's item, or raise ``ValueError`` saying why it cannot be."""
     try:
         if serializer == "pickle":
             return pickle.loads(payload)
         if serializer == "json":
-            return json.loads(payload)
+            return json.loads(payload, parse_constant=_no_constant)
     except Exception as exc:
-        raise StoreError(
-            f"cannot deserialise the item of dead letter {id} ({serializer}): "
-            f"{type(exc).__name__}: {exc}"
+        raise ValueError(
+            f"cannot deserialise its item ({serializer}): {type(exc).__name__}: {exc}"
         ) from exc
-    raise StoreError(f"dead letter {id} has an unknown serializer {serializer!r}")
+    raise ValueError(f"its serializer {describe_item(serializer)} is unknown")
+
+
+def _no_constant(name: str) -> Any:
+    # flowgraph never writes NaN or Infinity (allow_nan=False): finding one means corruption.
+    raise ValueError(f"{name} is not JSON")
+
+
+def decode_position(store: str, graph: str, source: str, text: object) -> Any:
+    """Decode a stored checkpoint position; raise ``StoreError`` naming the store and row."""
+    try:
+        if not isinstance(text, str):
+            raise TypeError(f"it is {type(text).__name__}, not text")
+        return json.loads(text, parse_constant=_no_constant)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise StoreError(
+            f"{store}: the checkpoint of source {source!r} in graph {graph!r} is corrupt, "
+            f"not a JSON value ({describe_item(text)}): {exc}"
+        ) from exc
 
 
 def encode_position(graph: str, source: str, position: object) -> str:

@@ -12,12 +12,12 @@ drivers, because psycopg's async API runs on asyncio only.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 if TYPE_CHECKING:
-    import os
-
     import psycopg
 
 SQLITE_BUSY_TIMEOUT = 30.0
@@ -28,14 +28,25 @@ POSTGRES_CONNECT_TIMEOUT = 10
 
 
 def connect_sqlite(
-    path: str | os.PathLike[str], *, timeout: float = SQLITE_BUSY_TIMEOUT
+    path: str | os.PathLike[str],
+    *,
+    timeout: float = SQLITE_BUSY_TIMEOUT,
+    read_only: bool = False,
 ) -> sqlite3.Connection:
     """Open the SQLite file at *path* (created if missing) in WAL mode with ``synchronous=FULL``.
+
+    With *read_only*, the file must exist and is opened for reading only (nothing
+    is created, the journal mode is left as it is).
 
     Raises:
         sqlite3.Error: if the file cannot be opened or is not a database; the
             connection is closed then.
     """
+    if read_only:
+        uri = f"file:{quote(os.fspath(path))}?mode=ro"
+        return sqlite3.connect(
+            uri, uri=True, timeout=timeout, isolation_level=None, check_same_thread=False
+        )
     connection = sqlite3.connect(
         path, timeout=timeout, isolation_level=None, check_same_thread=False
     )

@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING, Literal, Self
 
 from .._core._exceptions import GraphError
 from ._protocol import StateStore
+from ._retry import DEFAULT_RETRY_FOR, check_retry_for
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from datetime import timedelta
     from types import TracebackType
 
 _SCHEMES = "sqlite:///relative/path.db, sqlite:////absolute/path.db, a file path, postgresql://..."
@@ -69,6 +71,13 @@ class StoreRef:
         target = self.target
         return repr(target if isinstance(target, str) else type(target).__name__)
 
+    def __str__(self) -> str:
+        """Which store this is, for messages: the open store's name, else the URL or path."""
+        target = self._store or self.target
+        if isinstance(target, StateStore):
+            return str(target)
+        return f"the state store {target if isinstance(target, str) else os.fspath(target)!r}"
+
     async def open(self) -> StateStore:
         if self._depth == 0 and not isinstance(self.target, StateStore):
             exits = AsyncExitStack()
@@ -115,7 +124,13 @@ class UsesStore:
 
 
 @asynccontextmanager
-async def open_store(url: str | os.PathLike[str]) -> AsyncIterator[StateStore]:
+async def open_store(
+    url: str | os.PathLike[str],
+    *,
+    create: bool = True,
+    read_only: bool = False,
+    retry_for: float | timedelta = DEFAULT_RETRY_FOR,
+) -> AsyncIterator[StateStore]:
     """Open the state store at *url* and close it on exit.
 
     Accepted forms: ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``
@@ -124,12 +139,32 @@ async def open_store(url: str | os.PathLike[str]) -> AsyncIterator[StateStore]:
     ``postgres`` extra; tables are created on demand). The store is closed when
     the block exits, also on error or cancellation.
 
+    A store never passes off something else as itself: an empty file, another
+    application's database or a store of a newer flowgraph is refused with a
+    ``StoreError`` saying so, and every value read back is checked.
+
+    Args:
+        url: where the store is.
+        create: create the file and tables if they are not there. With
+            ``create=False`` a store that does not exist yet is an error, so a
+            mistyped path or URL never becomes a new, empty store.
+        read_only: never write (implies ``create=False``): for tools that only
+            look, such as ``flowgraph dlq list``.
+        retry_for: seconds a call failing with a transient error (a SQLite file
+            locked by another writer, a lost PostgreSQL connection) is retried,
+            with exponential backoff, before it raises ``StoreError``; 0 never retries.
+
     Raises:
         ValueError: if the URL's scheme or shape is not one of the above.
+        GraphError: if *retry_for* is negative or not finite (also a ValueError).
         ImportError: if a PostgreSQL URL is given and psycopg is not installed.
-        StoreError: if the store cannot be opened, or was written by a newer flowgraph.
+        StoreError: if the store cannot be opened, is not a flowgraph store, or
+            was written by a newer flowgraph.
+
+    Changed in 0.2: *create*, *read_only* and *retry_for*.
     """
     kind, target = parse_store_url(url)
+    retry_for = check_retry_for(retry_for)
     store: StateStore
     if kind == "postgres":
         try:
@@ -138,10 +173,14 @@ async def open_store(url: str | os.PathLike[str]) -> AsyncIterator[StateStore]:
             raise ImportError(
                 "PostgreSQL state stores need psycopg 3: pip install 'flowgraph[postgres]'"
             ) from exc
-        store = await PostgresStore.connect(target)
+        store = await PostgresStore.connect(
+            target, create=create, read_only=read_only, retry_for=retry_for
+        )
     else:
         from ._sqlite import SQLiteStore
 
-        store = await SQLiteStore.connect(target)
+        store = await SQLiteStore.connect(
+            target, create=create, read_only=read_only, retry_for=retry_for
+        )
     async with store:
         yield store

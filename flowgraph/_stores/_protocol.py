@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeAlias, runti
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from contextlib import AbstractAsyncContextManager
     from types import TracebackType
 
+    from .._core._exceptions import StoreError
     from .._core._policy import Failure
 
 JSONValue: TypeAlias = "bool | int | float | str | list[JSONValue] | dict[str, JSONValue] | None"
@@ -93,11 +95,17 @@ class StateStore(Protocol):
         run_id: str | None = None,
         error_type: str | None = None,
         limit: int | None = None,
+        errors: list[StoreError] | None = None,
     ) -> list[DeadLetter]:
         """Return the dead letters matching every given filter, oldest first, at most *limit*.
 
+        A corrupt row (an item that can no longer be deserialised, a column of
+        the wrong type) raises ``StoreError`` naming the store and the row; if
+        *errors* is a list, the error is appended to it instead and the other
+        rows are returned.
+
         Raises:
-            StoreError: if the read failed or an item can no longer be deserialised.
+            StoreError: if the read failed, or a row is corrupt and *errors* is ``None``.
         """
         ...
 
@@ -132,7 +140,12 @@ class StateStore(Protocol):
         ...
 
     async def load_checkpoints(self, graph: str) -> dict[str, JSONValue]:
-        """Return the committed position of every source of *graph* (empty if none)."""
+        """Return the committed position of every source of *graph* (empty if none).
+
+        Raises:
+            StoreError: if the read failed, or a stored position is not valid JSON
+                (the message names the store, the graph and the source).
+        """
         ...
 
     async def load_checkpoint(self, graph: str, source: str) -> JSONValue | None:
@@ -147,6 +160,22 @@ class StateStore(Protocol):
 
         Raises:
             StoreError: if a position does not round-trip through JSON, or the write failed.
+        """
+        ...
+
+    def open_lease(self, graph: str) -> AbstractAsyncContextManager[None]:
+        """Hold the lease of *graph* in this store for the block: one run per graph per store.
+
+        A run with checkpoints holds it so that a second run of the same graph
+        against the same store fails at once, before it does anything. The
+        lease is released when the block exits, and also when the process
+        holding it dies, however (``kill -9`` included), so a restart after a
+        crash gets it.
+
+        Raises:
+            StoreError: if another run holds it; the message names the holder.
+
+        Added in 0.2.
         """
         ...
 

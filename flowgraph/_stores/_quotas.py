@@ -71,7 +71,7 @@ async def update_quota(
         )
         return result
 
-    return await sql_store._run(work, write=True)
+    return await sql_store._run(work, action=f"updating quota {name!r}", write=True)
 
 
 async def load_quota(store: StateStore, name: str) -> JSONValue:
@@ -82,6 +82,6 @@ async def load_quota(store: StateStore, name: str) -> JSONValue:
         cur.execute("SELECT state FROM flowgraph_quotas WHERE name = ?", (name,))
         return cur.fetchone()
 
-    row = await sql_store._run(work)
+    row = await sql_store._run(work, action=f"reading quota {name!r}")
     state: JSONValue = None if row is None else json.loads(row[0])
     return state
