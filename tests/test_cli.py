@@ -775,7 +775,12 @@ def corrupt_checkpoint(db: Path) -> None:
             Path.mkdir,
             "--state: cannot open the SQLite store {db}: unable to open database file",
         ),
-        ("--state", corrupt_checkpoint, "--state: cannot read {db}: JSONDecodeError: "),
+        (
+            "--state",
+            corrupt_checkpoint,
+            "--state: SQLite store {db}: the checkpoint of source 'numbers' in graph 'tiny' "
+            "is corrupt, not a JSON value ('{{not json'): ",
+        ),
     ],
     ids=[
         "state-not-a-database",

@@ -264,6 +264,12 @@ def test_a_version_1_sqlite_store_gets_the_quota_table(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as connection:
         connection.execute(
+            "CREATE TABLE flowgraph_dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+            " graph TEXT NOT NULL, node TEXT NOT NULL, run_id TEXT NOT NULL, item BLOB NOT NULL,"
+            " serializer TEXT NOT NULL, error_type TEXT NOT NULL, message TEXT NOT NULL,"
+            " traceback TEXT NOT NULL, attempts INTEGER NOT NULL, failed_at REAL NOT NULL)"
+        )
+        connection.execute(
             "CREATE TABLE flowgraph_checkpoints (graph TEXT NOT NULL, source TEXT NOT NULL,"
             " position TEXT NOT NULL, updated_at REAL NOT NULL, PRIMARY KEY (graph, source))"
         )

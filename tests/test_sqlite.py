@@ -16,6 +16,7 @@ import pytest
 from flowgraph._core._exceptions import GraphError, StoreError
 from flowgraph._core._policy import Failure
 from flowgraph._stores import open_store
+from flowgraph._stores._sql import SCHEMA_VERSION
 from flowgraph._stores._sqlite import SQLiteStore
 
 if TYPE_CHECKING:
@@ -245,7 +246,7 @@ async def test_a_plain_database_can_hold_the_state_beside_its_tables(tmp_path: P
         connection.commit()
     async with open_store(path) as store:
         await store.commit_checkpoints("g", {"s": 1})
-    assert pragma(path, "user_version") == 1
+    assert pragma(path, "user_version") == SCHEMA_VERSION
     with closing(sqlite3.connect(path)) as connection:
         assert connection.execute("SELECT count(*) FROM rows").fetchone() == (0,)
 

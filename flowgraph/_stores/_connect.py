@@ -32,11 +32,14 @@ def connect_sqlite(
     *,
     timeout: float = SQLITE_BUSY_TIMEOUT,
     read_only: bool = False,
+    wal: bool = True,
 ) -> sqlite3.Connection:
     """Open the SQLite file at *path* (created if missing) in WAL mode with ``synchronous=FULL``.
 
     With *read_only*, the file must exist and is opened for reading only (nothing
-    is created, the journal mode is left as it is).
+    is created, the journal mode is left as it is). With ``wal=False`` the file's
+    journal mode is left as it is (a store checks a file is its own before it
+    changes anything).
 
     Raises:
         sqlite3.Error: if the file cannot be opened or is not a database; the
@@ -51,7 +54,8 @@ def connect_sqlite(
         path, timeout=timeout, isolation_level=None, check_same_thread=False
     )
     try:
-        connection.execute("PRAGMA journal_mode = WAL")
+        if wal:
+            connection.execute("PRAGMA journal_mode = WAL")
         connection.execute("PRAGMA synchronous = FULL")
     except BaseException:
         connection.close()

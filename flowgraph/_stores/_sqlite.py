@@ -218,7 +218,7 @@ def _open(
             "letters are gone: delete it to start afresh",
         )
     try:
-        connection = connect_sqlite(path, timeout=timeout, read_only=read_only)
+        connection = connect_sqlite(path, timeout=timeout, read_only=read_only, wal=False)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open the SQLite store {path}: {exc}") from exc
     try:
@@ -230,6 +230,8 @@ def _open(
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
             raise
+        if create:
+            connection.execute("PRAGMA journal_mode = WAL")
     except sqlite3.Error as exc:
         connection.close()
         raise StoreError(f"cannot open the SQLite store {path}: {exc}") from exc
