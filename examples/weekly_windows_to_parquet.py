@@ -129,7 +129,7 @@ async def job(graph: fg.Graph, state: str) -> tuple[fg.ReplayResult, fg.RunResul
 # -- the offline stand-in -------------------------------------------------------------------
 
 
-def stand_in(*, seed: int = 11) -> tuple[FakeAPI, FlakyTransport]:
+def stand_in(*, seed: int = 5) -> tuple[FakeAPI, FlakyTransport]:
     """A fake NeoWs feed (any dates, up to 7 days a request), behind a flaky transport."""
     api = FakeAPI()
 
@@ -150,7 +150,7 @@ def stand_in(*, seed: int = 11) -> tuple[FakeAPI, FlakyTransport]:
 
     plan = FaultPlan(
         seed=seed,
-        probabilities={"read_timeout": 0.1, "server_error": 0.1, "rate_limited": 0.05},
+        probabilities={"read_timeout": 0.15, "server_error": 0.15, "rate_limited": 0.1},
         max_consecutive=2,  # 4 attempts always get through; a longer outage is a dead letter
         retry_after=0.2,
     )
@@ -225,6 +225,9 @@ def main(argv: list[str] | None = None) -> None:
         f"failed: {pulled.dead_lettered} (kept for the next run)"
     )
     print(f"files in {args.out}: {len(files)} (..., {', '.join(f.name for f in files[-2:])})")
+    if transport is not None:
+        faults = ", ".join(f"{kind} {n}" for kind, n in sorted(transport.fault_counts.items()))
+        print(f"requests: {len(transport.records)}, faults injected: {faults or 'none'}")
 
 
 if __name__ == "__main__":
