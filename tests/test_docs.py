@@ -1,4 +1,4 @@
-"""Every code block of README.md and docs/*.md runs as written, so that no page can rot.
+"""Every code block of README.md and docs/**/*.md runs as written, so that no page can rot.
 
 Each page is a Sybil document, its blocks evaluated in order in one namespace (a
 module of its own), in a fresh working directory:
@@ -51,7 +51,7 @@ from flowgraph._cli import build_parser
 pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 BACKENDS = ["asyncio", "trio"] if importlib.util.find_spec("trio") else ["asyncio"]
 
 FILE_HEADER = re.compile(r"#\s*(?P<path>[\w./-]+\.(?:py|toml|ini|cfg))\b")
@@ -224,7 +224,9 @@ def _check_extras(arguments: list[str]) -> None:
 @contextlib.contextmanager
 def page_module(page: Path) -> Iterator[types.ModuleType]:
     """A module whose namespace is the page's, registered so that pickle and pytest find it."""
-    name = "docs_" + re.sub(r"\W", "_", page.stem.lower())
+    docs = ROOT / "docs"
+    where = page.relative_to(docs).with_suffix("") if page.is_relative_to(docs) else page.stem
+    name = "docs_" + re.sub(r"\W", "_", str(where).lower())
     module = types.ModuleType(name)
     module.__file__ = str(page)
     sys.modules[name] = module
