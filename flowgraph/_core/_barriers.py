@@ -21,6 +21,7 @@ import anyio.to_thread
 
 from ._exceptions import GraphError, NodeError, describe_error
 from ._functions import FnKind, fn_kind
+from ._threads import run_sync_in_thread
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
@@ -97,7 +98,7 @@ class BarrierRun:
             if fn_kind(barrier.fn) is FnKind.ASYNC:
                 await barrier.fn(statistics)
             else:
-                await anyio.to_thread.run_sync(barrier.fn, statistics)
+                await run_sync_in_thread(barrier.fn, statistics)
         except Exception as exc:
             raise NodeError(
                 barrier.name,

@@ -25,10 +25,11 @@ import queue
 import threading
 import time
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, TypeVar, final
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 
 from ._exceptions import describe_item
 from ._handoff import ThreadIterator
@@ -42,15 +43,40 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("flowgraph")
 
+T = TypeVar("T")
+
 ABANDON_AFTER = 1.0
 """Seconds a finished or cancelled run waits for calls still running in its threads."""
 
-BUSY_HOOK: Callable[[int], None] | None = None
-"""Called on the event loop with +1 when a thread starts being busy for it, -1 when it stops.
+BUSY_HOOK: Callable[[int, bool], None] | None = None
+"""Called on the event loop with ``(+1, flowing)`` when a thread starts working for it,
+``(-1, flowing)`` when it stops.
 
-Virtual clocks (``flowgraph.testing``) install it to let virtual time flow at
-the real rate while a thread works, so timeouts mean the same as in real time.
+Virtual clocks (``flowgraph.testing``) install it so that they never jump ahead
+while a thread works. A node's own calls *flow* (``flowing=True``): virtual time
+passes at the real rate, so a timeout on a sync node means what it means in real
+time. The engine's own thread work (store and sink I/O) holds virtual time
+still: it takes no virtual time, and no timer fires because of it.
 """
+
+
+async def run_sync_in_thread(
+    fn: Callable[..., T], *args: Any, limiter: anyio.CapacityLimiter | None = None
+) -> T:
+    """``anyio.to_thread.run_sync``, holding virtual clocks still while the thread works.
+
+    Every thread the engine and its rooms use for their own I/O (stores, sinks)
+    goes through here, and a node's calls through :class:`Threads`, so a virtual
+    clock never jumps ahead while a thread works (see :data:`BUSY_HOOK`).
+    """
+    hook = BUSY_HOOK
+    if hook is not None:
+        hook(1, False)
+    try:
+        return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
+    finally:
+        if hook is not None:
+            hook(-1, False)
 
 
 class LoopInbox:
@@ -241,7 +267,7 @@ class BoundThreads:
         if not self._busy:
             self._idle = anyio.Event()
             if BUSY_HOOK is not None:
-                BUSY_HOOK(1)
+                BUSY_HOOK(1, True)
         self._busy[job] = None
         self.threads.submit(job)
         return job
@@ -267,7 +293,7 @@ class BoundThreads:
         if not self._busy:
             self._idle.set()
             if BUSY_HOOK is not None:
-                BUSY_HOOK(-1)
+                BUSY_HOOK(-1, True)
 
     async def wait_idle(self) -> None:
         """Wait up to :data:`ABANDON_AFTER` seconds for running calls; name those left behind."""

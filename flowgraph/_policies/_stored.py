@@ -10,7 +10,7 @@ Time is wall time (``_clock.wall_time``), which every process sharing the store
 agrees on, read inside the transaction once the row is held: a call is stamped
 when it is granted, however long another process held the row. While the store
 works in its thread (opening, spending, closing), a virtual clock is told so
-(``_core._threads.BUSY_HOOK``) and flows at the real rate instead of jumping
+(through ``_core._threads.run_sync_in_thread``) and flows at the real rate instead of jumping
 ahead: in virtual as in real time, a stored budget is exact to within the
 duration of a store call.
 """
@@ -18,13 +18,12 @@ duration of a store call.
 from __future__ import annotations
 
 import os
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING
 
 import anyio
 from anyio.lowlevel import RunVar
 
-from .._core import _threads
 from .._core._exceptions import GraphError, StoreError
 from .._stores import StateStore, open_store
 from .._stores._quotas import update_quota
@@ -32,7 +31,7 @@ from ._clock import wall_reader
 from ._ledger import Ledger, window
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
     from .._stores import JSONValue
     from ._rate import Rate
@@ -102,8 +101,7 @@ class StoredBudget:
         async with session.lock:
             if session.store is None:
                 exits = AsyncExitStack()
-                with _clock_held():
-                    session.store = await exits.enter_async_context(open_store(self._target))
+                session.store = await exits.enter_async_context(open_store(self._target))
                 session.exits = exits
             session.users += 1
             opened = session.store
@@ -115,8 +113,7 @@ class StoredBudget:
                     session.users -= 1
                     if session.users == 0 and session.exits is not None:
                         exits, session.exits, session.store = session.exits, None, None
-                        with _clock_held():
-                            await exits.aclose()
+                        await exits.aclose()
 
     async def _spend(self, store: StateStore, costs: Sequence[int]) -> float:
         """One transaction: spend *costs* and return 0, or return the seconds to wait."""
@@ -130,19 +127,4 @@ class StoredBudget:
                 ledger.take(at, costs)
             return ledger.dump(), delay
 
-        with _clock_held():
-            return await update_quota(store, self._name, update)
-
-
-@contextmanager
-def _clock_held() -> Iterator[None]:
-    """Tell a virtual clock that a thread works for its loop: it flows at the real rate."""
-    hold = _threads.BUSY_HOOK
-    if hold is None:
-        yield
-        return
-    hold(1)
-    try:
-        yield
-    finally:
-        hold(-1)
+        return await update_quota(store, self._name, update)

@@ -28,6 +28,7 @@ import anyio
 import anyio.to_thread
 
 from .._core._exceptions import GraphError, describe_item
+from .._core._threads import run_sync_in_thread
 from ._paths import PathPattern, new_run_id
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ class FileSink:
     async def __aenter__(self) -> Self:
         if self._depth == 0:
             limiter = anyio.CapacityLimiter(1)
-            await anyio.to_thread.run_sync(self._check_start, limiter=limiter)
+            await run_sync_in_thread(self._check_start, limiter=limiter)
             self._run = new_run_id()
             self._destinations = {}
             self.paths = []
@@ -128,13 +129,11 @@ class FileSink:
         with anyio.CancelScope(shield=True):
             async with lock:
                 if exc_type is None:
-                    self.paths = await anyio.to_thread.run_sync(
+                    self.paths = await run_sync_in_thread(
                         self._commit, destinations, limiter=self._limiter
                     )
                 else:
-                    await anyio.to_thread.run_sync(
-                        _discard, self, destinations, limiter=self._limiter
-                    )
+                    await run_sync_in_thread(_discard, self, destinations, limiter=self._limiter)
 
     async def __call__(self, item: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> None:
         """Add *item* (a row, or a list of rows) to its file, or files."""
@@ -149,9 +148,7 @@ class FileSink:
         async with self._lock:
             new = [path for path, _, _ in chunks if path not in self._destinations]
             if new:
-                created = await anyio.to_thread.run_sync(
-                    self._create, new, item, limiter=self._limiter
-                )
+                created = await run_sync_in_thread(self._create, new, item, limiter=self._limiter)
                 self._destinations.update(created)
             fitted = [
                 (
@@ -169,7 +166,7 @@ class FileSink:
                 if destination.size >= self.flush_at:
                     full.append(destination)
             if full:
-                await anyio.to_thread.run_sync(self._flush, full, limiter=self._limiter)
+                await run_sync_in_thread(self._flush, full, limiter=self._limiter)
 
     def _route(self, item: Any) -> dict[Path, list[Mapping[str, Any]]]:
         rows = _rows(type(self).__name__, item)

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 import anyio.to_thread
 
+from .._core._threads import run_sync_in_thread
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -43,7 +45,7 @@ class Group:
 
     async def run_sync(self, fn: Callable[..., _T], *args: Any) -> _T:
         """Run *fn* in the connection's thread (opening and closing the connection)."""
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+        return await run_sync_in_thread(fn, *args, limiter=self.limiter)
 
     async def submit(self, item: Any, work: Any, write: Callable[[list[Call]], None]) -> None:
         """Queue *work*; write it, with the calls queued beside it, or wait for the call that does.
@@ -60,7 +62,7 @@ class Group:
                     group, self.pending = self.pending, []
                     for each in group:
                         each.taken = True
-                    await anyio.to_thread.run_sync(write, group, limiter=self.limiter)
+                    await run_sync_in_thread(write, group, limiter=self.limiter)
         except BaseException:
             if not call.taken:
                 self.pending.remove(call)

@@ -30,6 +30,7 @@ import anyio
 import psycopg
 
 from .._core._exceptions import StoreError
+from .._core._threads import run_sync_in_thread
 from ._connect import connect_postgres
 from ._retry import DEFAULT_RETRY_FOR, Transient
 from ._sql import (
@@ -159,7 +160,7 @@ class PostgresStore(SQLStateStore):
                 written by a newer flowgraph.
         """
         opener = functools.partial(_open, url, create=create, read_only=read_only)
-        connection = await anyio.to_thread.run_sync(opener)
+        connection = await run_sync_in_thread(opener)
         return cls(connection, url, retry_for=retry_for, read_only=read_only)
 
     @asynccontextmanager

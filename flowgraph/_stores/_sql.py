@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 import anyio
 
 from .._core._exceptions import StoreError
+from .._core._threads import run_sync_in_thread
 from ._codec import (
     decode_position,
     deserialize_item,
@@ -202,7 +203,7 @@ class SQLStateStore(ABC):
         async def attempt() -> _T:
             if self._closed:
                 raise StoreError("the state store is closed")
-            return await anyio.to_thread.run_sync(call, limiter=self._limiter)
+            return await run_sync_in_thread(call, limiter=self._limiter)
 
         retry_for = self.retry_for if retry else 0.0
         return await retrying(attempt, store=self.name, action=action, retry_for=retry_for)
@@ -371,7 +372,7 @@ class SQLStateStore(ABC):
                 if self._closed:
                     return
                 self._closed = True
-                await anyio.to_thread.run_sync(self._close_sync)
+                await run_sync_in_thread(self._close_sync)
 
     async def __aenter__(self) -> Self:
         return self

@@ -32,9 +32,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-import anyio
-
 from .._core._exceptions import StoreError
+from .._core._threads import run_sync_in_thread
 from ._connect import connect_sqlite
 from ._filelock import FileLock
 from ._retry import DEFAULT_RETRY_FOR, Transient
@@ -139,7 +138,7 @@ class SQLiteStore(SQLStateStore):
                 flowgraph, or the write lock stayed busy for *timeout* seconds.
         """
         opener = functools.partial(_open, path, timeout, create=create, read_only=read_only)
-        connection, target = await anyio.to_thread.run_sync(opener)
+        connection, target = await run_sync_in_thread(opener)
         return cls(connection, target, retry_for=retry_for, read_only=read_only)
 
     @asynccontextmanager
@@ -158,7 +157,7 @@ class SQLiteStore(SQLStateStore):
             )
         lock = FileLock(self.path.with_name(f"{self.path.name}-lease-{_slug(graph)}"))
         try:
-            holder = await anyio.to_thread.run_sync(lock.acquire)
+            holder = await run_sync_in_thread(lock.acquire)
         except OSError as exc:
             raise StoreError(f"{self.name}: cannot take the lease of {graph!r}: {exc}") from exc
         if holder is not None:

@@ -78,7 +78,15 @@ class VirtualClock:
         ImportError: if *backend* is ``"trio"`` and trio is not installed.
     """
 
-    __slots__ = ("__weakref__", "_autojump_threshold", "_backend", "_busy", "_mock", "_now")
+    __slots__ = (
+        "__weakref__",
+        "_autojump_threshold",
+        "_backend",
+        "_flowing",
+        "_held",
+        "_mock",
+        "_now",
+    )
 
     def __init__(self, backend: str, *, autojump_threshold: float | timedelta = 0.0) -> None:
         if backend not in _BACKENDS:
@@ -86,7 +94,8 @@ class VirtualClock:
         self._backend = backend
         self._autojump_threshold = _seconds("autojump_threshold", autojump_threshold)
         self._now = 0.0
-        self._busy = 0
+        self._flowing = 0  # threads doing a node's work: time flows at the real rate
+        self._held = 0  # threads doing the engine's I/O: time stands still
         self._mock: MockClock | None = None
         if backend == "trio":
             try:
@@ -155,19 +164,28 @@ class VirtualClock:
     @property
     def threads_busy(self) -> bool:
         """Whether flowgraph's worker threads are working for this clock's loop."""
-        return self._busy > 0
+        return self._flowing + self._held > 0
 
-    def _threads(self, delta: int) -> None:
-        """Worker threads started (+1) or stopped (-1) working: hold virtual time to real time."""
-        self._busy += delta
+    @property
+    def flowing(self) -> bool:
+        """Whether virtual time passes at the real rate: a node's call works in a thread."""
+        return self._flowing > 0
+
+    def _threads(self, delta: int, flowing: bool) -> None:
+        """A thread started (+1) or stopped (-1) working for this clock's loop.
+
+        While a node's call works in a thread, virtual time flows at the real
+        rate; while only the engine's own I/O works, it stands still; either way
+        it never jumps ahead of a working thread.
+        """
+        if flowing:
+            self._flowing += delta
+        else:
+            self._held += delta
         if self._mock is None:
             return
-        if self._busy == 1 and delta > 0:
-            self._mock.autojump_threshold = math.inf
-            self._mock.rate = 1.0
-        elif self._busy == 0:
-            self._mock.rate = 0.0
-            self._mock.autojump_threshold = self._autojump_threshold
+        self._mock.rate = 1.0 if self._flowing else 0.0
+        self._mock.autojump_threshold = math.inf if self.threads_busy else self._autojump_threshold
 
     def _new_event_loop(self) -> asyncio.AbstractEventLoop:
         return _VirtualTimeEventLoop(self)
@@ -191,10 +209,10 @@ def _current_virtual_clock() -> VirtualClock | None:
     return loop._virtual_clock if isinstance(loop, _VirtualTimeEventLoop) else None
 
 
-def _threads_busy(delta: int) -> None:
+def _threads_busy(delta: int, flowing: bool) -> None:
     clock = _current_virtual_clock()
     if clock is not None:
-        clock._threads(delta)
+        clock._threads(delta, flowing)
 
 
 _threads.BUSY_HOOK = _threads_busy
@@ -234,10 +252,11 @@ class _AutojumpSelector(selectors.DefaultSelector):
         if timeout is None or timeout <= 0:
             return super().select(timeout)
         if self._clock.threads_busy:
-            # A worker thread is working: virtual time flows at the real rate.
+            # A thread works: never jump past it; let time flow if it is a node's call.
             started = time.monotonic()
             ready = super().select(timeout)
-            self._clock.jump(min(timeout, time.monotonic() - started))
+            if self._clock.flowing:
+                self._clock.jump(min(timeout, time.monotonic() - started))
             return ready
         ready = super().select(self._clock.autojump_threshold)
         if not ready:
