@@ -36,6 +36,7 @@ from ._core import StoreError as StoreError
 from ._core import Threads as Threads
 from ._core import TransformOptions as TransformOptions
 from ._core import open_run as open_run
+from ._executors import Processes as Processes
 from ._policies import Limit as Limit
 from ._policies import Rate as Rate
 from ._policies import RateLimiter as RateLimiter
@@ -77,6 +78,7 @@ __all__ = [
     "NodeStatistics",
     "Policy",
     "Positioned",
+    "Processes",
     "Rate",
     "RateLimiter",
     "ReplayResult",

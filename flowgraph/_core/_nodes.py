@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, final
 
 from ._exceptions import GraphError, describe_item
-from ._executor import as_executor
+from ._executor import check_function
 from ._options import (
     DEFAULTS,
     SOURCE_OPTIONS,
@@ -214,8 +214,8 @@ class Node(Generic[P, R]):
                 f"{label} has inline=True (run on the event loop) and executor="
                 f"{self.executor!r}: choose one"
             )
-        if self.executor is not None and not isinstance(self.executor, str):
-            as_executor(self.executor).check(self.fn, node=self.name)
+        if self.executor is not None:
+            check_function(self.executor, self.fn, node=self.name)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
