@@ -36,7 +36,9 @@ from ._core import StoreError as StoreError
 from ._core import Threads as Threads
 from ._core import TransformOptions as TransformOptions
 from ._core import open_run as open_run
+from ._executors import Dask as Dask
 from ._executors import Processes as Processes
+from ._executors import Ray as Ray
 from ._policies import Limit as Limit
 from ._policies import Rate as Rate
 from ._policies import RateLimiter as RateLimiter
@@ -57,6 +59,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CheckpointCommitted",
     "Checkpoints",
+    "Dask",
     "DeadLetter",
     "DeadLetters",
     "Event",
@@ -81,6 +84,7 @@ __all__ = [
     "Processes",
     "Rate",
     "RateLimiter",
+    "Ray",
     "ReplayResult",
     "Retry",
     "Run",

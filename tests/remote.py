@@ -121,3 +121,10 @@ def report_pid_then_hang(args: tuple[int, str]) -> int:
         Path(fifo).write_text(str(os.getpid()))
         time.sleep(60)
     return x
+
+
+def interval(seconds: float) -> tuple[float, float]:
+    """Sleep *seconds*; return when the call started and ended, in wall-clock time."""
+    start = time.time()
+    time.sleep(seconds)
+    return start, time.time()

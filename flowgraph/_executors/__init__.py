@@ -8,8 +8,10 @@ them is created.
 """
 
 from .._core._executor import register_executor
+from ._dask import Dask
 from ._processes import Processes
+from ._ray import Ray
 
 register_executor("processes", Processes)
 
-__all__ = ["Processes"]
+__all__ = ["Dask", "Processes", "Ray"]

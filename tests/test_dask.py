@@ -1,0 +1,154 @@
+"""Sync nodes on a real Dask LocalCluster: fg.Dask (#12).
+
+The cluster (two worker processes) is started once per session by the
+``dask_client`` fixture of ``tests/clusters.py``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import remote
+
+import flowgraph as fg
+from flowgraph.testing import VirtualClock
+
+
+@pytest.fixture
+def dask(dask_client: Any) -> fg.Dask:
+    return fg.Dask(dask_client)
+
+
+def _chain(fn: Any, items: list[Any], **options: Any) -> tuple[fg.Graph, list[Any]]:
+    g = fg.Graph("dask")
+    seen: list[Any] = []
+    g.chain(
+        g.source(items, name="src"),
+        g.transform(fn, name="work", **options),
+        g.sink(seen.append, name="out", executor="loop"),
+    )
+    return g, seen
+
+
+async def test_calls_run_on_the_cluster(dask: fg.Dask) -> None:
+    """Items go to the cluster's worker processes; results come back into the graph."""
+    g, seen = _chain(remote.pid_and_square, list(range(30)), executor=dask, workers=4)
+    result = await g.run()
+    assert sorted(square for _, square in seen) == [x * x for x in range(30)]
+    assert os.getpid() not in {pid for pid, _ in seen}
+    assert result.statistics["work"].items_out == 30
+
+
+async def test_a_node_has_at_most_its_workers_tasks_on_the_cluster(dask: fg.Dask) -> None:
+    """With one worker, the node's tasks run one after the other although two could run."""
+    g, seen = _chain(remote.interval, [0.05] * 6, executor=dask, workers=1)
+    await g.run()
+    intervals = sorted(seen)
+    assert len(intervals) == 6
+    assert all(end <= start for (_, end), (start, _) in itertools.pairwise(intervals))
+
+
+async def test_a_generator_sends_every_output(dask: fg.Dask) -> None:
+    g, seen = _chain(remote.digits, [123, 45], executor=dask)
+    result = await g.run()
+    assert sorted(seen) == [1, 2, 3, 4, 5]
+    assert result.statistics["work"].items_out == 5
+
+
+async def test_an_exception_fails_the_item_as_itself(dask: fg.Dask) -> None:
+    g, _ = _chain(remote.fail_on_three, [1, 3], executor=dask)
+    with pytest.raises(
+        fg.NodeError, match=r"^node 'work' failed on item 3; last error: ValueError"
+    ):
+        await g.run()
+
+
+async def test_a_call_that_overruns_its_timeout_has_its_future_cancelled(dask: fg.Dask) -> None:
+    """The item fails at its deadline; the run does not wait for the task."""
+    g, seen = _chain(
+        remote.sleep_for, [0.01, 1.5], executor=dask, workers=2, timeout=0.3, on_error="skip"
+    )
+    started = time.monotonic()
+    result = await g.run()
+    assert time.monotonic() - started < 1.4
+    stats = result.statistics["work"]
+    assert (stats.skipped, stats.abandoned) == (1, 0)
+    assert seen == [0.01]
+
+
+async def test_timeouts_on_dask_hold_in_virtual_time(
+    dask: fg.Dask, virtual_clock: VirtualClock
+) -> None:
+    """While the cluster works, virtual time flows at the real rate."""
+    g, seen = _chain(remote.sleep_for, [0.1, 1.5], executor=dask, timeout=1, on_error="skip")
+    result = await g.run()
+    assert seen == [0.1]
+    assert result.statistics["work"].skipped == 1
+    assert 1.1 <= anyio.current_time() < 3
+
+
+async def test_a_task_whose_worker_died_runs_again_elsewhere(
+    dask: fg.Dask, dask_client: Any, tmp_path: Path
+) -> None:
+    """A lost worker is Dask's business: the scheduler runs the task again, and it succeeds."""
+    items = [("exit", 1, str(tmp_path / "died-once"))]
+    g, seen = _chain(remote.die, items, executor=dask)
+    try:
+        with anyio.fail_after(30):
+            result = await g.run()
+    finally:
+        await anyio.to_thread.run_sync(dask_client.wait_for_workers, 2)
+    assert seen == [1]
+    assert (result.statistics["work"].errors, result.statistics["work"].retries) == (0, 0)
+
+
+async def test_a_task_that_kills_its_workers_fails_its_item(
+    dask: fg.Dask, dask_client: Any
+) -> None:
+    """Once the task has killed more workers than allowed, the item fails with KilledWorker."""
+    failures: list[BaseException] = []
+    g, seen = _chain(remote.die, [("exit", 2, "")], executor=dask, on_error="skip")
+    g.on(fg.ItemFailed)(lambda event: failures.append(event.failure.error))
+    try:
+        with anyio.fail_after(30):
+            result = await g.run()
+    finally:
+        await anyio.to_thread.run_sync(dask_client.wait_for_workers, 2)
+    assert seen == []
+    assert result.statistics["work"].skipped == 1
+    assert [type(error).__name__ for error in failures] == ["KilledWorker"]
+
+
+async def test_an_address_connects_on_first_use(dask_client: Any) -> None:
+    """fg.Dask("tcp://...") makes its own client when a run first needs it; close() ends it."""
+    address = dask_client.scheduler.address
+    executor = fg.Dask(address)
+    assert repr(executor) == f"Dask({address!r})"
+    try:
+        g, seen = _chain(remote.square, [2, 3], executor=executor)
+        await g.run()
+    finally:
+        executor.close()
+    assert sorted(seen) == [4, 9]
+
+
+def test_what_cannot_go_to_dask_is_refused(dask: fg.Dask) -> None:
+    lock = threading.Lock()
+    with pytest.raises(
+        fg.GraphError,
+        match=r"^node 'locked' runs on Dask, but its function cannot be pickled \(TypeError: "
+        r"cannot pickle '_thread.lock' object\)$",
+    ):
+        fg.Graph("g").transform(lambda x: lock, name="locked", executor=dask)
+    with pytest.raises(
+        fg.GraphError,
+        match=r"^fg.Dask takes a distributed.Client or a scheduler address \(got 8\)$",
+    ):
+        fg.Dask(8)
