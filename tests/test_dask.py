@@ -7,9 +7,16 @@ The cluster (two worker processes) is started once per session by the
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -152,3 +159,107 @@ def test_what_cannot_go_to_dask_is_refused(dask: fg.Dask) -> None:
         match=r"^fg.Dask takes a distributed.Client or a scheduler address \(got 8\)$",
     ):
         fg.Dask(8)
+
+
+DAEMON = r'''
+"""A checkpointed daemon whose middle node runs on a Dask cluster: offsets -> work -> upsert."""
+import json
+import sys
+import time
+
+import anyio
+
+import flowgraph as fg
+
+config = json.loads(sys.argv[1])
+URL, N = config["url"], config["n"]
+
+
+def work(row):
+    time.sleep(0.002)
+    return {"id": row["id"], "value": f"v{row['id']}"}
+
+
+graph = fg.Graph("on-dask")
+
+
+@graph.source(checkpoint=True, max_in_flight=config["max_in_flight"])
+async def offsets(after):
+    for i in range(0 if after is None else after + 1, N):
+        yield fg.Positioned({"id": i}, i)
+
+
+dask = fg.Dask(config["scheduler"])
+graph.chain(
+    offsets,
+    graph.transform(work, executor=dask, workers=8),
+    graph.sink(fg.Upsert(URL, "upserted"), name="upsert"),
+)
+
+
+async def main():
+    checkpoints = fg.Checkpoints(URL, every=10, interval=0.2)
+    async with fg.open_run(graph, checkpoints=checkpoints) as run:
+        print("started", flush=True)
+        await run.wait_finished()
+    dask.close()
+    print("finished", flush=True)
+
+
+anyio.run(main, backend=config["backend"])
+'''
+
+
+@pytest.mark.timeout(120)
+def test_kill_9_of_a_daemon_working_on_dask_loses_nothing(
+    dask_client: Any, backend: str, tmp_path: Path
+) -> None:
+    """SIGKILL the daemon while its items are on the cluster, restart until done: every offset is
+    in the table once (an upsert) and the checkpoint reaches the end (#12)."""
+    n, url = 400, f"sqlite:///{tmp_path / 'daemon.db'}"
+    script = tmp_path / "daemon.py"
+    script.write_text(DAEMON)
+    config = {
+        "url": url,
+        "n": n,
+        "max_in_flight": 40,
+        "scheduler": dask_client.scheduler.address,
+        "backend": backend,
+    }
+    rng = random.Random(f"dask-kill-9:{backend}")
+    kills = 0
+    for _ in range(10):
+        out = tmp_path / f"run{kills}.out"
+        with out.open("wb") as stdout:
+            daemon = subprocess.Popen(
+                [sys.executable, str(script), json.dumps(config)],
+                stdout=stdout,
+                stderr=subprocess.STDOUT,
+                cwd=tmp_path,
+            )
+        try:
+            deadline = time.monotonic() + 30
+            while "started" not in out.read_text() and daemon.poll() is None:
+                assert time.monotonic() < deadline, out.read_text()
+                time.sleep(0.01)
+            if kills < 2:
+                time.sleep(rng.uniform(0.2, 0.6))
+                daemon.send_signal(signal.SIGKILL)
+            code = daemon.wait(60)
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+                daemon.wait()
+        if code == 0:
+            break
+        assert code == -signal.SIGKILL, out.read_text()
+        kills += 1
+    assert "finished" in out.read_text(), out.read_text()
+    assert kills == 2, "the daemon finished before it could be killed twice"
+    with sqlite3.connect(tmp_path / "daemon.db") as db:
+        ids = Counter(row[0] for row in db.execute("SELECT id FROM upserted"))
+        (position,) = db.execute(
+            "SELECT position FROM flowgraph_checkpoints WHERE graph = 'on-dask'"
+        ).fetchone()
+    assert ids == Counter(range(n))
+    assert json.loads(position) == n - 1
