@@ -20,14 +20,15 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 import flowgraph as fg
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
 
 BACKENDS = ("asyncio", "trio")
 
