@@ -190,6 +190,24 @@ async def test_an_item_that_cannot_be_pickled_fails_alone(pool: fg.Processes) ->
     )
 
 
+async def test_an_idle_pool_is_not_stalled_by_an_item_that_cannot_be_pickled() -> None:
+    """Regression: a chunk of nothing but an unpicklable item left its process's thread waiting
+    for results that would never come, and the next item with it."""
+    pool = fg.Processes(1)
+    try:
+        with anyio.fail_after(20):
+            warm, _ = _chain(remote.square, [1], executor=pool)
+            await warm.run()
+            g, seen = _chain(
+                remote.square, [remote.Unpicklable(), 5], executor=pool, on_error="skip"
+            )
+            result = await g.run()
+    finally:
+        pool.close()
+    assert seen == [25]
+    assert result.statistics["work"].skipped == 1
+
+
 async def test_a_result_that_cannot_be_pickled_fails_its_item(pool: fg.Processes) -> None:
     """The worker says which result could not come back; the item fails per on_error."""
     failures: list[BaseException] = []

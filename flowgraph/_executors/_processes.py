@@ -114,10 +114,10 @@ class Processes:
         self._context = multiprocessing.get_context(self._method)
         if self._method == "forkserver":
             _preload_worker()
-        self._lock = threading.Condition()
+        self._lock = threading.Lock()
         self._queue: deque[Job] = deque()
         self._slots: list[Slot] = []
-        self._idle = 0
+        self._idle: list[Slot] = []  # slots whose process has nothing to do
         self._functions: dict[int, tuple[str, bytes]] = {}
         self._costs: dict[bytes, float] = {}  # seconds per call, by pickled function
         self._keys = itertools.count()
@@ -154,15 +154,25 @@ class Processes:
         return self._functions.get(key, ("?", b""))[0]
 
     def submit(self, job: Job) -> None:
-        """Queue *job* for the next free worker process; on the event loop."""
+        """Hand *job* to a worker process; on the event loop.
+
+        A process with nothing to do gets it at once, written to its pipe from
+        here (no thread to wake on the way); otherwise it waits in the queue for
+        the next process that finishes its chunk.
+        """
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"{self!r} is closed")
             job.id = next(self._ids)
-            self._queue.append(job)
             if self._idle:
-                self._lock.notify()
-            elif len(self._slots) < self.processes:
+                slot = self._idle.pop()
+                slot.idle = False
+                if self._queue or not slot.send_now(job):
+                    self._queue.append(job)
+                    slot.wake()
+                return
+            self._queue.append(job)
+            if len(self._slots) < self.processes:
                 self._slots.append(Slot(self, len(self._slots)))
 
     def cancel(self, job: Job) -> None:
@@ -180,18 +190,22 @@ class Processes:
         job.deliver(False, None)
 
     def take(self, slot: Slot) -> list[Job] | None:
-        """In a slot's thread: the next chunk of calls, or ``None`` once the pool is closed."""
-        with self._lock:
-            while not self._queue and not self._closed:
-                self._idle += 1
-                self._lock.wait()
-                self._idle -= 1
-            if self._closed:
-                return None
-            jobs = self._chunk()
-            for job in jobs:
-                job.state, job.slot = TAKEN, slot
-            return jobs
+        """The next chunk of calls for *slot*'s process, or ``None`` (the slot is then idle).
+
+        In the slot's thread, under the lock.
+        """
+        if not self._queue:
+            if not slot.idle:
+                slot.idle = True
+                self._idle.append(slot)
+            return None
+        if slot.idle:
+            slot.idle = False
+            self._idle.remove(slot)
+        jobs = self._chunk()
+        for job in jobs:
+            job.state, job.slot = TAKEN, slot
+        return jobs
 
     def _chunk(self) -> list[Job]:
         """Calls from the front of the queue worth :data:`CHUNK_SECONDS`, leaving the other
@@ -230,7 +244,8 @@ class Processes:
                 else:
                     job.state, job.slot = QUEUED, None
                     self._queue.appendleft(job)
-            self._lock.notify(len(jobs))
+            for slot in self._idle[: len(jobs)]:
+                slot.wake()
         for job in dropped:
             job.deliver(False, RuntimeError(f"{self!r} was closed"))
 
@@ -248,7 +263,7 @@ class Processes:
             for slot in self._slots:
                 if slot.running:
                     slot.kill(None)
-            self._lock.notify_all()
+                slot.wake()
             slots = list(self._slots)
         for job in queued:
             job.state = DONE

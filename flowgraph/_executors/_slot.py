@@ -45,6 +45,9 @@ QUEUED, TAKEN, SENT, DONE = range(4)
 
 READ_SIZE = 1 << 16
 
+SEND_NOW_MAX = 16 << 10
+"""Largest pickled item the event loop writes to an idle process itself (a pipe holds 64 KiB)."""
+
 
 class WorkerProcessDied(BrokenProcessPool):
     """A worker process died while it ran a call: that call fails; the pool goes on."""
@@ -69,7 +72,12 @@ class Slot:
     """One worker process (started on first use, replaced after it dies) and its thread.
 
     ``running`` lists the calls sent to the process, in the order it runs them;
-    the first is running. It is guarded by the pool's lock.
+    the first is running. It is guarded by the pool's lock, like ``idle``: a
+    slot is idle when its process has nothing to do and the queue is empty,
+    and then the event loop may send it a call itself (:meth:`send_now`).
+
+    The thread waits on the process's pipe, its exit, and a wake-up pipe the
+    pool writes to when it queues calls for an idle slot or closes.
     """
 
     def __init__(self, pool: Processes, index: int) -> None:
@@ -79,8 +87,15 @@ class Slot:
         self.conn: Connection | None = None
         self.known: set[int] = set()
         self.running: deque[Job] = deque()
+        self.idle = False
         self.killing: Job | None = None
         self.killed = False
+        self.buffer = bytearray()
+        self.selector = selectors.DefaultSelector()
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        self.selector.register(self.wake_r, selectors.EVENT_READ)
         self.thread = threading.Thread(
             target=self.run, name=f"flowgraph-process-{index}", daemon=True
         )
@@ -89,10 +104,23 @@ class Slot:
     def run(self) -> None:
         pool = self.pool
         try:
-            while (jobs := pool.take(self)) is not None:
-                self.serve(jobs)
+            while True:
+                with pool._lock:
+                    if pool._closed and not self.running:
+                        return  # calls still running were killed: their end comes first
+                    jobs = None if self.running or pool._closed else pool.take(self)
+                if jobs:
+                    self.serve(jobs)
+                    if not self.running:
+                        continue  # nothing went out (no item pickled, or all given up on)
+                self.wait()
         finally:
             self.stop()
+
+    def wake(self) -> None:
+        """Make the thread look at the queue (from any thread)."""
+        with contextlib.suppress(BlockingIOError):  # a wake-up is pending already
+            os.write(self.wake_w, b"!")
 
     def kill(self, job: Job | None) -> None:
         """Kill the process to stop *job*, its running call (``None``: closing); under the lock."""
@@ -100,8 +128,32 @@ class Slot:
         if self.process is not None:
             self.process.kill()
 
+    def send_now(self, job: Job) -> bool:
+        """On the loop, under the lock, for an idle slot: write *job* to the process's pipe.
+
+        Only a small item of a function the process has loaded goes this way: the
+        process is waiting for work, so its pipe is empty and the write cannot
+        block. Returns whether it was sent; if not, the slot's thread sends it.
+        """
+        if self.conn is None or job.key not in self.known:
+            return False
+        try:
+            data = pickle.dumps(job.item, pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            return False  # the thread reports it
+        if len(data) > SEND_NOW_MAX:
+            return False
+        message = pickle.dumps(((), (), [(job.id, job.key, data)]), pickle.HIGHEST_PROTOCOL)
+        try:
+            self.conn.send_bytes(message)
+        except OSError:
+            return False  # the process is gone: the thread finds out
+        job.state, job.slot = SENT, self
+        self.running.append(job)
+        return True
+
     def serve(self, jobs: list[Job]) -> None:
-        """Send a chunk of calls to the process and read their results until all are back."""
+        """Send a chunk of calls to the process (starting one if needed)."""
         if self.process is None or not self.process.is_alive():
             try:
                 self.spawn()
@@ -116,9 +168,8 @@ class Slot:
         if message is None:
             return
         assert self.conn is not None
-        with contextlib.suppress(OSError):  # the process died: receive() finds out
+        with contextlib.suppress(OSError):  # the process died: wait() finds out
             self.conn.send_bytes(message)
-        self.receive()
 
     def spawn(self) -> None:
         if self.process is not None:
@@ -133,6 +184,9 @@ class Slot:
         )
         process.start()
         child.close()
+        self.selector.register(parent.fileno(), selectors.EVENT_READ)
+        self.selector.register(process.sentinel, selectors.EVENT_READ)
+        self.buffer.clear()
         with self.pool._lock:
             self.process, self.conn, self.killed = process, parent, False
             self.known.clear()
@@ -179,31 +233,27 @@ class Slot:
         error.__cause__ = exc
         return error
 
-    def receive(self) -> None:
-        """Read results until every call sent has one, or the process has died."""
-        assert self.conn is not None
-        assert self.process is not None
-        fd, sentinel = self.conn.fileno(), self.process.sentinel
-        buffer = bytearray()
-        with selectors.DefaultSelector() as selector:
-            selector.register(fd, selectors.EVENT_READ)
-            selector.register(sentinel, selectors.EVENT_READ)
-            while self.running:
-                ready = {key.fd for key, _ in selector.select()}
-                if fd in ready:
-                    try:
-                        data = os.read(fd, READ_SIZE)
-                    except OSError:
-                        data = b""
-                    if data:
-                        buffer += data
-                        for message in _messages(buffer):
-                            self.finished(message)
-                        continue
-                elif sentinel not in ready:
-                    continue
-                self.died()  # end of the pipe, or the process exited with nothing left to read
+    def wait(self) -> None:
+        """Wait for results, the process's exit, or a wake-up; handle what came."""
+        ready = {key.fd for key, _ in self.selector.select()}
+        if self.wake_r in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self.wake_r, 4096)
+        if self.conn is None or self.process is None:
+            return
+        if self.conn.fileno() in ready:
+            try:
+                data = os.read(self.conn.fileno(), READ_SIZE)
+            except OSError:
+                data = b""
+            if data:
+                self.buffer += data
+                for message in _messages(self.buffer):
+                    self.finished(message)
                 return
+        elif self.process.sentinel not in ready:
+            return
+        self.died()  # end of the pipe, or the process exited with nothing left to read
 
     def finished(self, message: bytes) -> None:
         """One result, for the first call running: deliver it; kill for a given-up next call."""
@@ -229,6 +279,10 @@ class Slot:
     def died(self) -> None:
         """The process is gone: fail the call it was running, send the others elsewhere."""
         assert self.process is not None
+        assert self.conn is not None
+        self.selector.unregister(self.conn.fileno())
+        self.selector.unregister(self.process.sentinel)
+        self.conn.close()
         self.process.join(1)
         code = self.process.exitcode
         with self.pool._lock:
@@ -236,10 +290,15 @@ class Slot:
             self.running.clear()
             killing, killed = self.killing, self.killed
             self.killing = None
-            self.process = None
+            self.process = self.conn = None
             for job in jobs:
                 job.state = DONE
         if not jobs:
+            if not killed:
+                logger.warning(
+                    "flowgraph: an idle worker process exited (%s); a new one starts on demand",
+                    exit_reason(code),
+                )
             return
         if killed and (killing is None or not jobs[0].cancelled):
             # Killed by us to stop a call that has finished since, or to close the pool.
@@ -260,15 +319,9 @@ class Slot:
         )
 
     def lost(self) -> None:
-        """A process found dead between chunks (killed from outside): log and forget it."""
+        """A process found dead before its pipe said so: forget it."""
         assert self.process is not None
-        self.process.join(1)
-        if not self.killed:
-            logger.warning(
-                "flowgraph: an idle worker process exited (%s); starting a new one",
-                exit_reason(self.process.exitcode),
-            )
-        self.process = None
+        self.died()
 
     def stop(self) -> None:
         """The pool is closed: let the process exit (kill it after a second)."""
@@ -279,6 +332,9 @@ class Slot:
             if self.process.exitcode is None:
                 self.process.kill()
                 self.process.join(1)
+        self.selector.close()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
 
 
 def _messages(buffer: bytearray) -> Iterator[bytes]:
