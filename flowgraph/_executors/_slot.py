@@ -45,6 +45,11 @@ QUEUED, TAKEN, SENT, DONE = range(4)
 
 READ_SIZE = 1 << 16
 
+SEND_NOW_SLOWER_THAN = 0.0005
+"""The event loop writes a call to an idle process itself only if the function's calls take
+longer than this: quicker ones wait for the slot's thread, which sends the calls submitted
+meanwhile with it, in one chunk."""
+
 SEND_NOW_MAX = 16 << 10
 """Largest pickled item the event loop writes to an idle process itself (a pipe holds 64 KiB)."""
 
@@ -137,6 +142,8 @@ class Slot:
         """
         if self.conn is None or job.key not in self.known:
             return False
+        if self.pool._cost(job.key) < SEND_NOW_SLOWER_THAN:
+            return False  # quick calls: let the ones submitted with it join it in a chunk
         try:
             data = pickle.dumps(job.item, pickle.HIGHEST_PROTOCOL)
         except Exception:
@@ -248,33 +255,38 @@ class Slot:
                 data = b""
             if data:
                 self.buffer += data
-                for message in _messages(self.buffer):
-                    self.finished(message)
+                self.finished(list(_messages(self.buffer)))
                 return
         elif self.process.sentinel not in ready:
             return
         self.died()  # end of the pipe, or the process exited with nothing left to read
 
-    def finished(self, message: bytes) -> None:
-        """One result, for the first call running: deliver it; kill for a given-up next call."""
-        try:
-            job_id, status, value, took = pickle.loads(message)
-        except Exception as exc:
-            job_id, status, value, took = None, None, exc, None
-        with self.pool._lock:
-            job = self.running.popleft()
-            job.state = DONE
-            if took is not None:
-                self.pool._learn(job.key, took)
+    def finished(self, messages: list[bytes]) -> None:
+        """Results, in order, for the first calls running: deliver them; kill the process if
+        the call it runs next was given up on."""
+        outcomes = []
+        for message in messages:
+            try:
+                outcomes.append(pickle.loads(message))
+            except Exception as exc:
+                outcomes.append((None, None, exc, None))
+        pool = self.pool
+        with pool._lock:
+            jobs = [self.running.popleft() for _ in outcomes]
+            for job, (_, _, _, took) in zip(jobs, outcomes, strict=True):
+                job.state = DONE
+                if took is not None:
+                    pool._learn(job.key, took)
             if self.running and self.running[0].cancelled and not self.killed:
                 self.kill(self.running[0])
-        if status == OK:
-            assert job.id == job_id, (job.id, job_id)
-            job.deliver(True, value)
-        elif status is None:
-            job.deliver(False, RuntimeError(f"the result could not be unpickled: {value!r}"))
-        else:
-            job.deliver(False, loads_error(value))
+        for job, (job_id, status, value, _) in zip(jobs, outcomes, strict=True):
+            if status == OK:
+                assert job.id == job_id, (job.id, job_id)
+                job.deliver(True, value)
+            elif status is None:
+                job.deliver(False, RuntimeError(f"the result could not be unpickled: {value!r}"))
+            else:
+                job.deliver(False, loads_error(value))
 
     def died(self) -> None:
         """The process is gone: fail the call it was running, send the others elsewhere."""
@@ -294,8 +306,8 @@ class Slot:
             for job in jobs:
                 job.state = DONE
         if not jobs:
-            if not killed:
-                logger.warning(
+            if not killed:  # killed from outside, or by multiprocessing at exit: no news
+                logger.info(
                     "flowgraph: an idle worker process exited (%s); a new one starts on demand",
                     exit_reason(code),
                 )
