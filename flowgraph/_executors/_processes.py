@@ -18,7 +18,10 @@ cannot:
 
 Results come back one message per call, read by the process's thread in the
 parent and handed to the event loop in batches through the run's inbox: one
-thread per worker process, none per call.
+thread per worker process, none per call. A slow call for a process that has
+nothing to do is written to its pipe by the event loop itself, one thread
+wake-up less on the way; quick calls wait for the process's thread, which
+sends the ones submitted meanwhile together.
 
 The default start method is ``forkserver`` where the platform has it (the
 default of Python 3.14), else ``spawn``: ``fork`` from a process that runs

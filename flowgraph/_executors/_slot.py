@@ -1,7 +1,8 @@
 """One worker process of a :class:`~flowgraph.Processes` pool and the parent thread that serves it.
 
-The thread takes a chunk of calls from the pool, sends it in one message and
-reads the results, which come back one per call, in order: the first call
+The thread takes a chunk of calls from the pool (or the event loop writes one
+slow call to an idle process itself), sends it in one message and reads the
+results, which come back one per call, in order: the first call
 without a result is the one the process is running. So when the process dies
 that call fails, naming the exit code or signal, and the calls behind it go
 back to the pool; when that call is given up on (its timeout passed), the
