@@ -9,9 +9,9 @@ if a target was missed. See benchmarks/README.md.
 W7: pure-Python CPU work, calibrated to ~1 ms per item, 2,000 items: worker
 processes against threads (the GIL lets threads use one core); and the cost of
 the process executor per item on ~0.01 ms of work, where chunks carry the calls.
-W8: the same ~1 ms items on a Dask LocalCluster (two worker processes) and a
-local Ray (two CPUs): flowgraph against ``client.map`` / ``ray.remote`` called
-directly on all the items at once.
+W8: 1,000 of the same ~1 ms items on a Dask LocalCluster (two worker processes)
+and a local Ray (two CPUs): flowgraph (16 workers) against ``client.map`` /
+``ray.remote`` called directly on all the items at once.
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def _overhead_rows(backends: tuple[str, ...], pool: fg.Processes, quick: bool) -
 
 
 def w8(backends: tuple[str, ...], quick: bool) -> list[Row]:
-    n, repeats = (500, 2) if quick else (2000, 3)
+    n, repeats = (300, 2) if quick else (1000, 3)
     items = [calibrate(0.001)] * n
     return _dask_rows(backends, items, repeats) + _ray_rows(backends, items, repeats)
 
