@@ -120,8 +120,28 @@ class Slot:
                     if not self.running:
                         continue  # nothing went out (no item pickled, or all given up on)
                 self.wait()
+        except BaseException:  # pragma: no cover - a bug here must not leave calls hanging
+            logger.exception("flowgraph: the thread of a worker process failed")
+            self.retire()
         finally:
             self.stop()
+
+    def retire(self) -> None:  # pragma: no cover - only after a bug in this module
+        """Fail this slot's calls and hand the queue to a new slot."""
+        pool = self.pool
+        with pool._lock:
+            jobs = list(self.running)
+            self.running.clear()
+            if self in pool._idle:
+                pool._idle.remove(self)
+            pool._slots.remove(self)
+            if pool._queue and not pool._closed:
+                pool._slots.append(Slot(pool, self.index))
+            if self.process is not None:
+                self.process.kill()
+        for job in jobs:
+            job.state = DONE
+            job.deliver(False, RuntimeError("the thread serving this call's worker process failed"))
 
     def wake(self) -> None:
         """Make the thread look at the queue (from any thread)."""
