@@ -21,7 +21,6 @@ import os
 import pickle
 import selectors
 import signal
-import struct
 import sys
 import threading
 from collections import deque
@@ -30,10 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 from .._core._exceptions import describe_error, describe_item
 from ._pickling import loads_error
-from ._worker import OK, serve
+from ._worker import OK, serve, take_messages
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
     from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
 
@@ -276,7 +275,7 @@ class Slot:
                 data = b""
             if data:
                 self.buffer += data
-                self.finished(list(_messages(self.buffer)))
+                self.finished(list(take_messages(self.buffer)))
                 return
         elif self.process.sentinel not in ready:
             return
@@ -368,25 +367,6 @@ class Slot:
         self.selector.close()
         os.close(self.wake_r)
         os.close(self.wake_w)
-
-
-def _messages(buffer: bytearray) -> Iterator[bytes]:
-    """Take every complete message (``Connection.send_bytes`` framing) off *buffer*."""
-    start = 0
-    end = len(buffer)
-    while end - start >= 4:
-        (size,) = struct.unpack_from("!i", buffer, start)
-        header = 4
-        if size == -1:  # a message of 2 GiB or more
-            if end - start < 12:
-                break
-            (size,) = struct.unpack_from("!Q", buffer, start + 4)
-            header = 12
-        if end - start - header < size:
-            break
-        yield bytes(buffer[start + header : start + header + size])
-        start += header + size
-    del buffer[:start]
 
 
 def exit_reason(code: int | None) -> str:

@@ -1,4 +1,4 @@
-"""What a worker process of :class:`~flowgraph.Processes` runs: chunks of calls, one result each.
+"""What a worker process of :class:`~flowgraph.Processes` runs, and the messages on its pipe.
 
 The parent sends one message per chunk: the functions this process has not
 loaded yet, the ones it may forget, and the calls, each an item pickled on
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pickle
 import signal
+import struct
 import sys
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from .._core._exceptions import describe_error, describe_item
 from ._pickling import dumps_error
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from multiprocessing.connection import Connection
 
 OK = 0
@@ -79,3 +81,23 @@ def serve(conn: Connection, path: list[str]) -> None:
                 error.__cause__ = exc
                 out = dumps((job, RAISED, dumps_error(error), took), pickle.HIGHEST_PROTOCOL)
             send(out)
+
+
+def take_messages(buffer: bytearray) -> Iterator[bytes]:
+    """In the parent: take every complete message off *buffer*, bytes read from a worker's
+    pipe (``Connection.send_bytes`` framing: a 4-byte length, or -1 and an 8-byte one)."""
+    start = 0
+    end = len(buffer)
+    while end - start >= 4:
+        (size,) = struct.unpack_from("!i", buffer, start)
+        header = 4
+        if size == -1:  # a message of 2 GiB or more
+            if end - start < 12:
+                break
+            (size,) = struct.unpack_from("!Q", buffer, start + 4)
+            header = 12
+        if end - start - header < size:
+            break
+        yield bytes(buffer[start + header : start + header + size])
+        start += header + size
+    del buffer[:start]
