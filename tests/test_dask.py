@@ -80,11 +80,11 @@ async def test_an_exception_fails_the_item_as_itself(dask: fg.Dask) -> None:
 async def test_a_call_that_overruns_its_timeout_has_its_future_cancelled(dask: fg.Dask) -> None:
     """The item fails at its deadline; the run does not wait for the task."""
     g, seen = _chain(
-        remote.sleep_for, [0.01, 1.5], executor=dask, workers=2, timeout=0.3, on_error="skip"
+        remote.sleep_for, [0.01, 2.5], executor=dask, workers=2, timeout=0.3, on_error="skip"
     )
     started = time.monotonic()
     result = await g.run()
-    assert time.monotonic() - started < 1.4
+    assert time.monotonic() - started < 2
     stats = result.statistics["work"]
     assert (stats.skipped, stats.abandoned) == (1, 0)
     assert seen == [0.01]
@@ -98,7 +98,7 @@ async def test_timeouts_on_dask_hold_in_virtual_time(
     result = await g.run()
     assert seen == [0.1]
     assert result.statistics["work"].skipped == 1
-    assert 1.1 <= anyio.current_time() < 3
+    assert 1.1 <= anyio.current_time() < 10
 
 
 async def test_a_task_whose_worker_died_runs_again_elsewhere(

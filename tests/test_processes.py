@@ -354,8 +354,8 @@ async def test_timeouts_on_processes_hold_in_virtual_time(virtual_clock: Virtual
         pool.close()
     assert seen == [0.1, 0.1]
     assert result.statistics["work"].skipped == 1
-    assert 1.2 <= anyio.current_time() < 3
-    assert time.monotonic() - real < 5
+    assert 1.2 <= anyio.current_time() < 10
+    assert time.monotonic() - real < 10
 
 
 # --- any mix of executors -------------------------------------------------------------

@@ -82,7 +82,7 @@ async def test_timeouts_on_ray_hold_in_virtual_time(
     result = await g.run()
     assert seen == [0.1]
     assert result.statistics["work"].skipped == 1
-    assert 1.1 <= anyio.current_time() < 4
+    assert 1.1 <= anyio.current_time() < 10
 
 
 async def test_a_dead_worker_is_rays_business(ray: fg.Ray, tmp_path: Path) -> None:
