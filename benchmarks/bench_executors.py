@@ -106,7 +106,7 @@ def on(backend: str, body: Callable[[], Awaitable[float]]) -> Callable[[], float
 
 
 def w7(backends: tuple[str, ...], quick: bool) -> list[Row]:
-    n, repeats = (500, 2) if quick else (2000, 3)
+    n, repeats = (500, 2) if quick else (2000, 5)
     items = [calibrate(0.001)] * n
     pool = fg.Processes(2)
     rows: list[Row] = []
@@ -140,7 +140,7 @@ def w7(backends: tuple[str, ...], quick: bool) -> list[Row]:
 
 def _overhead_rows(backends: tuple[str, ...], pool: fg.Processes, quick: bool) -> list[Row]:
     """Per-item cost of the process executor on ~0.01 ms of work, with and without chunks."""
-    n, repeats = (5000, 2) if quick else (20_000, 3)
+    n, repeats = (5000, 2) if quick else (20_000, 5)
     work = calibrate(0.00001)
     items = [work] * n
     seconds_of_work = min(_timed_work(work) for _ in range(200))
@@ -324,13 +324,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workload", default="W7,W8", help="comma-separated: W7,W8")
     args = parser.parse_args(argv)
     backends = (args.backend,) if args.backend else BACKENDS
+    load = os.getloadavg()[0]
     rows: list[Row] = []
     chosen = args.workload.split(",")
     if "W7" in chosen:
         rows += w7(backends, args.quick)
     if "W8" in chosen:
         rows += w8(backends, args.quick)
-    print(f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, load {os.getloadavg()[0]:.1f}")
+    print(
+        f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+        f"load average {load:.1f} before, {os.getloadavg()[0]:.1f} after"
+    )
     print(format_table(rows))
     return 0 if all(row.passed is not False for row in rows) else 1
 
