@@ -263,3 +263,11 @@ def test_kill_9_of_a_daemon_working_on_dask_loses_nothing(
         ).fetchone()
     assert ids == Counter(range(n))
     assert json.loads(position) == n - 1
+
+
+def test_without_dask_installed_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)
+    with pytest.raises(
+        ImportError, match=r"^fg.Dask needs dask.distributed: pip install 'flowgraph\[dask\]'$"
+    ):
+        fg.Dask("tcp://scheduler:8786")

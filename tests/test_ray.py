@@ -7,6 +7,7 @@ Ray (two CPUs) is started once per session by the ``ray_session`` fixture of
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -110,3 +111,9 @@ def test_what_cannot_go_to_ray_is_refused(ray: fg.Ray) -> None:
     assert repr(fg.Ray("auto", options={"num_cpus": 1}, namespace="etl")) == (
         "Ray('auto', options={'num_cpus': 1}, namespace='etl')"
     )
+
+
+def test_without_ray_installed_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ImportError, match=r"^fg.Ray needs ray: pip install 'flowgraph\[ray\]'$"):
+        fg.Ray()
