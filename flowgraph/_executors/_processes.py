@@ -247,8 +247,9 @@ class Processes:
                 else:
                     job.state, job.slot = QUEUED, None
                     self._queue.appendleft(job)
-            for slot in self._idle[: len(jobs)]:
-                slot.wake()
+            if not self._closed:
+                for slot in self._idle[: len(jobs)]:
+                    slot.wake()
         for job in dropped:
             job.deliver(False, RuntimeError(f"{self!r} was closed"))
 

@@ -144,7 +144,8 @@ class Slot:
 
     def wake(self) -> None:
         """Make the thread look at the queue (from any thread)."""
-        with contextlib.suppress(BlockingIOError):  # a wake-up is pending already
+        # Full: a wake-up is pending already. Closed: the thread has stopped.
+        with contextlib.suppress(OSError):
             os.write(self.wake_w, b"!")
 
     def kill(self, job: Job | None) -> None:
