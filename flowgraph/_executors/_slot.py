@@ -143,9 +143,10 @@ class Slot:
             job.deliver(False, RuntimeError("the thread serving this call's worker process failed"))
 
     def wake(self) -> None:
-        """Make the thread look at the queue (from any thread)."""
-        # Full: a wake-up is pending already. Closed: the thread has stopped.
-        with contextlib.suppress(OSError):
+        """Make the thread look at the queue; under the lock, from any thread."""
+        if self.wake_w < 0:
+            return  # the thread has stopped
+        with contextlib.suppress(BlockingIOError):  # a wake-up is pending already
             os.write(self.wake_w, b"!")
 
     def kill(self, job: Job | None) -> None:
@@ -366,8 +367,11 @@ class Slot:
                 self.process.kill()
                 self.process.join(1)
         self.selector.close()
-        os.close(self.wake_r)
-        os.close(self.wake_w)
+        with self.pool._lock:  # no wake-up may write to a descriptor number reused since
+            wake_r, wake_w = self.wake_r, self.wake_w
+            self.wake_r = self.wake_w = -1
+        os.close(wake_r)
+        os.close(wake_w)
 
 
 def exit_reason(code: int | None) -> str:
