@@ -39,6 +39,9 @@ from ._core import StoreError as StoreError
 from ._core import Threads as Threads
 from ._core import TransformOptions as TransformOptions
 from ._core import open_run as open_run
+from ._executors import Dask as Dask
+from ._executors import Processes as Processes
+from ._executors import Ray as Ray
 from ._policies import DAY as DAY
 from ._policies import HOUR as HOUR
 from ._policies import MINUTE as MINUTE
@@ -77,6 +80,7 @@ __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_exports.py checks
     "Checkpoints",
     "CopyInto",
     "DAY",
+    "Dask",
     "DeadLetter",
     "DeadLetters",
     "Event",
@@ -105,8 +109,10 @@ __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_exports.py checks
     "Parquet",
     "Policy",
     "Positioned",
+    "Processes",
     "Rate",
     "RateLimiter",
+    "Ray",
     "ReplayResult",
     "Retry",
     "Run",

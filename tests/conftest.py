@@ -31,7 +31,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 # --- state stores: a throwaway PostgreSQL server (tests/postgres_server.py) ---
-pytest_plugins = ["postgres_server"]
+pytest_plugins = ["postgres_server", "clusters"]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -100,6 +100,18 @@ def as_executor(spec: Executor | concurrent.futures.Executor) -> Executor:
     return FuturesExecutor(spec)
 
 
+def check_function(spec: ExecutorSpec, fn: Callable[..., Any], *, node: str) -> None:
+    """Refuse at declaration a function the executor *spec* cannot run.
+
+    A named executor is asked through an instance its factory makes, unused:
+    factories start nothing until their executor is first bound.
+    """
+    if spec == "loop":
+        return
+    executor = _NAMED[spec](1) if isinstance(spec, str) else as_executor(spec)
+    executor.check(fn, node=node)
+
+
 @asynccontextmanager
 async def open_executor(spec: ExecutorSpec, workers: int) -> AsyncIterator[Executor]:
     """The executor *spec* names, for one node's run: a named one is made and closed here."""

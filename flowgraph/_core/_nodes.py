@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, final
 
 from ._exceptions import GraphError, describe_item
-from ._executor import as_executor
+from ._executor import check_function
 from ._functions import fn_kind
 from ._options import (
     DEFAULTS,
@@ -181,8 +181,8 @@ class Node(Generic[P, R]):
             )
         if self.ordered == "key" and self.batch is not None:
             raise GraphError(f"{label}: ordered='key' keeps items apart; it cannot have batch=")
-        if self.executor is not None and not isinstance(self.executor, str):
-            as_executor(self.executor).check(self.fn, node=self.name)
+        if self.executor is not None:
+            check_function(self.executor, self.fn, node=self.name)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
