@@ -182,7 +182,7 @@ def _dask_rows(backends: tuple[str, ...], items: list[int], repeats: int) -> lis
     expected = cpu_work(items[0]) * len(items)
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0"
         ) as cluster,
         Client(cluster) as client,
     ):

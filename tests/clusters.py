@@ -46,7 +46,7 @@ def dask_client() -> Iterator[Any]:
     cloudpickle.register_pickle_by_value(remote)
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
         cluster = distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0"
         )
     client = distributed.Client(cluster)
     yield client
