@@ -27,6 +27,8 @@ import remote
 import flowgraph as fg
 from flowgraph.testing import VirtualClock
 
+pytestmark = pytest.mark.xdist_group("dask")  # one cluster per session
+
 
 @pytest.fixture
 def dask(dask_client: Any) -> fg.Dask:

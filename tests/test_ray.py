@@ -21,6 +21,8 @@ import flowgraph as fg
 from flowgraph._executors._pickling import RemoteTraceback
 from flowgraph.testing import VirtualClock
 
+pytestmark = pytest.mark.xdist_group("ray")  # one cluster per session
+
 
 @pytest.fixture
 def ray(ray_session: Any) -> fg.Ray:

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 
 _SCHEMA_LOCK = 0x666C6F77_67726170  # "flowgrap": key of the advisory lock guarding creation
-LEASE_WAIT = 5.0
+LEASE_WAIT = 2.0
 """Seconds to wait for a lease: the session of a holder killed a moment ago may linger."""
 _LEASE_KEY = "SELECT hashtextextended(current_schema() || '/' || ?, 0)"
 
