@@ -39,6 +39,7 @@ COOKBOOK = ROOT / "docs" / "cookbook"
 RECIPES = {
     "crawl-to-sqlite.md": "crawl_to_sqlite.py",
     "weekly-windows-to-parquet.md": "weekly_windows_to_parquet.py",
+    "scale-the-middle.md": "scale_the_middle.py",
     "postgres-etl.md": "postgres_etl.py",
 }
 
