@@ -11,7 +11,7 @@ cents), and prints the throughput:
 - The source reads ``"Raw Orders"`` through a named (server-side) cursor, 2,000
   rows a fetch, in id order, and resumes after the last id every sink finished
   (the checkpoint, kept in the same database).
-- The transform takes the rows 1,000 at a time, in worker threads.
+- The transform takes the rows 1,000 at a time, in two worker processes.
 - ``fg.CopyInto(..., key="id")`` loads each batch with COPY into a staging
   table merged by id, one transaction per batch: a batch replayed after a
   crash rewrites the same rows.
@@ -66,13 +66,16 @@ def build_graph(url: str, *, fetch: int = 2000, batch: int = 1000) -> fg.Graph:
             for row in cursor:
                 yield fg.Positioned(row, position=row["id"])
 
-    @graph.transform(batch=batch, workers=2)  # a list of up to `batch` rows per call
-    def clean(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [fact(row) for row in rows]
-
+    # A list of up to `batch` rows per call, in a pool of 2 worker processes for the run.
+    clean = graph.transform(facts, name="clean", batch=batch, workers=2, executor="processes")
     load = fg.CopyInto(url, TARGET, columns=COLUMNS, key="id")
     graph.chain(orders, clean, graph.sink(load, name="load", workers=4))
     return graph
+
+
+def facts(orders: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A batch of orders, cleaned in a worker process: sent there and back pickled."""
+    return [fact(order) for order in orders]
 
 
 def fact(order: dict[str, Any]) -> dict[str, Any]:
