@@ -15,7 +15,7 @@ each week's near-Earth objects to ``OUT/neo-<monday>.parquet``:
 - The hourly quota lives in the state store (``OUT/state.db``), so a run
   started right after another does not spend the same hour's budget twice.
 - A week whose pull still fails after its retries becomes a dead letter; the
-  next run replays it before pulling new weeks.
+  next run feeds it back in, beside the new weeks (``replay_dead_letters=True``).
 - A week's file is written to a hidden temporary file and renamed into place
   before the week counts as done, so a crash leaves whole files or none.
 
@@ -33,7 +33,6 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 
 import flowgraph as fg
@@ -118,12 +117,9 @@ def quota_for(api_key: str, state: str) -> fg.RateLimiter:
     return fg.RateLimiter(*windows, store=state, name="api.nasa.gov")
 
 
-async def job(graph: fg.Graph, state: str) -> tuple[fg.ReplayResult, fg.RunResult]:
-    """One scheduled run: first the weeks that failed last time, then the new ones."""
-    dead_letters = fg.DeadLetters(state)
-    replayed = await dead_letters.replay(graph, node="pull")
-    result = await graph.run(checkpoints=fg.Checkpoints(state), dead_letters=dead_letters)
-    return replayed, result
+def job(graph: fg.Graph, state: str, **options: Any) -> fg.RunResult:
+    """One scheduled run: the new weeks, and beside them the weeks that failed last time."""
+    return fg.run(graph, state=state, replay_dead_letters=True, **options)
 
 
 # -- the offline stand-in -------------------------------------------------------------------
@@ -216,10 +212,11 @@ def main(argv: list[str] | None = None) -> None:
         quota=quota_for(api_key, state),
         transport=transport,
     )
-    replayed, result = anyio.run(job, graph, state, backend=args.backend)
-    pulled = result.statistics["pull"]
+    result = job(graph, state, backend=args.backend)
+    pulled, new = result.statistics["pull"], result.statistics["weeks"].items_out
+    replay = result.statistics.get("pull (dead letters)")  # there when a week failed before
     files = sorted(args.out.glob("neo-*.parquet"))
-    print(f"weeks replayed: {len(replayed.succeeded)} of {replayed.replayed} that failed before")
+    print(f"weeks: {new} new, {replay.items_out if replay else 0} that failed before")
     print(
         f"weeks pulled: {pulled.items_in} in {result.elapsed:.1f}s (retries: {pulled.retries}); "
         f"failed: {pulled.dead_lettered} (kept for the next run)"
