@@ -41,6 +41,7 @@ RECIPES = {
     "weekly-windows-to-parquet.md": "weekly_windows_to_parquet.py",
     "scale-the-middle.md": "scale_the_middle.py",
     "postgres-etl.md": "postgres_etl.py",
+    "scheduled-jobs.md": "scheduled_jobs.py",
 }
 
 
