@@ -53,6 +53,7 @@ from ._policies import RateLimiter as RateLimiter
 from ._policies import Retry as Retry
 from ._runner import Flow as Flow
 from ._runner import FlowResult as FlowResult
+from ._runner import ProgramOptions as ProgramOptions
 from ._runner import open_progress as open_progress
 from ._runner import run as run
 from ._sinks import CSV as CSV
@@ -110,6 +111,7 @@ __all__ = [  # noqa: RUF022 - plain sorted(), which tests/test_exports.py checks
     "Policy",
     "Positioned",
     "Processes",
+    "ProgramOptions",
     "Rate",
     "RateLimiter",
     "Ray",

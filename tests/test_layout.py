@@ -28,9 +28,7 @@ RANK = {
 }
 MAX_LINES = 400
 # Modules allowed over MAX_LINES, each with the reason.
-LONG_MODULES: dict[str, str] = {
-    "flowgraph._core._graph": "the public Graph class; to split its edge bookkeeping out (#11)",
-}
+LONG_MODULES: dict[str, str] = {}
 
 
 def _room(module: str) -> str:

@@ -103,6 +103,17 @@ async def test_an_unknown_run_option_is_refused_before_anything_opens() -> None:
         await g.run(dead_leters=None)  # type: ignore[call-arg]
 
 
+def test_an_unknown_program_option_is_refused_before_a_loop_starts() -> None:
+    """fg.run(handle_signal=...) names the option it meant, before any backend starts."""
+    g = fg.Graph("g")
+    g.chain(g.source([1], name="src"), g.sink(collect))
+    with pytest.raises(
+        fg.GraphError,
+        match=r"^fg.run\(\) has no option 'handle_signal': did you mean 'handle_signals'\?",
+    ):
+        fg.run(g, handle_signal=False)  # type: ignore[call-overload]
+
+
 class _RecordingSink:
     """A sink holding a resource: records when the run opens and closes it."""
 

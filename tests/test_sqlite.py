@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ import pytest
 from flowgraph._core._exceptions import GraphError, StoreError
 from flowgraph._core._policy import Failure
 from flowgraph._stores import open_store
+from flowgraph._stores._connect import connect_sqlite
 from flowgraph._stores._sql import SCHEMA_VERSION
 from flowgraph._stores._sqlite import SQLiteStore
 
@@ -329,3 +331,34 @@ def test_processes_creating_one_new_store_together_all_succeed(tmp_path: Path) -
         rows = connection.execute("SELECT source FROM flowgraph_checkpoints ORDER BY source")
         assert rows.fetchall() == [(f"p{n}",) for n in range(6)]
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("state.db")] == []
+
+
+def test_connections_opening_one_new_file_together_all_enter_wal(tmp_path: Path) -> None:
+    """SQLite skips the busy timeout while it changes the journal mode: opening waits anyway.
+
+    Several sinks and stores on one new file open it at the same moment; each of
+    them must get its connection, not "database is locked".
+    """
+    errors: list[BaseException] = []
+
+    def open_and_write(path: Path, table: str, start: threading.Barrier) -> None:
+        start.wait()
+        try:
+            with closing(connect_sqlite(path)) as connection:
+                connection.execute(f"CREATE TABLE IF NOT EXISTS {table} (x)")
+                connection.execute(f"INSERT INTO {table} VALUES (1)")
+        except BaseException as exc:
+            errors.append(exc)
+
+    for attempt in range(25):
+        path = tmp_path / f"{attempt}.db"
+        start = threading.Barrier(6)
+        threads = [
+            threading.Thread(target=open_and_write, args=(path, f"t{n}", start)) for n in range(6)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert pragma(path, "journal_mode") == "wal"

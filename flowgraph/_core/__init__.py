@@ -23,7 +23,7 @@ from ._exceptions import (
     describe_item,
 )
 from ._executor import BoundCall, Executor, ExecutorSpec, register_executor
-from ._graph import Graph, Route
+from ._graph import Graph
 from ._inlet import Inlet
 from ._nodes import Node, NodeKind, Positioned
 from ._options import GraphDefaults, OnError, RunOptions, SourceOptions, TransformOptions
@@ -39,6 +39,7 @@ from ._policy import (
 from ._run import Run, RunResult, open_run, run_graph
 from ._stats import NodeStatistics, RunStatistics
 from ._threads import Threads
+from ._topology import Route
 
 __all__ = [
     "AttemptsExhausted",

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectSendStream
 
     from ._acks import Ticket
-    from ._graph import Route
+    from ._topology import Route
 
 Emit = Callable[[Any], "Awaitable[None] | None"]
 Fail = Callable[[Any, Exception], Awaitable[None]]

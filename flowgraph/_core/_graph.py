@@ -9,17 +9,15 @@ dangling nodes when the graph is validated (which every run does first).
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import AsyncIterable, Callable, Hashable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, Unpack, overload
 
+from . import _derive
 from ._barriers import Barrier
 from ._batch import Batch
 from ._events import E, Event, Hook, HookTable, add_hook
 from ._exceptions import GraphError
-from ._functions import FnKind, fn_kind
+from ._functions import fn_kind
 from ._inlet import Inlet, WhenFull
 from ._nodes import Collection, Node, NodeKind
 from ._options import (
@@ -33,6 +31,7 @@ from ._options import (
     check_names,
     check_option,
 )
+from ._topology import NodeRef, Topology
 
 if TYPE_CHECKING:
     from datetime import timedelta
@@ -43,7 +42,6 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 F = TypeVar("F", bound=Callable[..., Any])
-NodeRef = Node[..., Any] | Inlet | str
 
 
 def _batch_buffer(batch: Batch | int) -> int:
@@ -61,24 +59,7 @@ def _unbatch(items: Iterable[Any]) -> Iterator[Any]:
     yield from items
 
 
-def _unique(base: str, taken: Mapping[str, object]) -> str:
-    name, n = base, 1
-    while name in taken:
-        n += 1
-        name = f"{base}{n}"
-    return name
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """Send each item of ``upstream`` to the one downstream that ``by(item)`` names."""
-
-    by: Callable[[Any], Hashable]
-    targets: Mapping[Hashable, str]
-    default: str | None
-
-
-class Graph:
+class Graph(Topology):
     """A directed acyclic graph of nodes joined by bounded streams.
 
     Args:
@@ -98,15 +79,10 @@ class Graph:
         check_names(f"{label} has no default", defaults, GRAPH_DEFAULTS)
         for option, value in defaults.items():
             check_option(label, option, value)
-        self.name = name
+        super().__init__(name)
         self.defaults: Mapping[str, Any] = dict(defaults)
-        self._nodes: dict[str, Node[..., Any]] = {}
-        self._downstream: dict[str, list[str]] = {}
-        self._upstream: dict[str, list[str]] = {}
-        self._routes: dict[str, Route] = {}
         self._hooks: HookTable = {}
         self._barriers: dict[str, Barrier] = {}
-        self._runs = 0
 
     def __repr__(self) -> str:
         return f"<Graph {self.name!r}: {len(self._nodes)} nodes>"
@@ -242,7 +218,7 @@ class Graph:
         """
         node: Node[[list[Any]], list[Any]] = self.transform(
             _pass_batch,
-            name=name if name is not None else _unique("batch", self._nodes),
+            name=name if name is not None else _derive.unique("batch", self._nodes),
             batch=Batch(size, within=within),
             executor="loop",
         )
@@ -252,7 +228,7 @@ class Graph:
         """Declare a node that emits each item of every list it receives, one by one."""
         node: Node[[Iterable[Any]], Iterator[Any]] = self.transform(
             _unbatch,
-            name=name if name is not None else _unique("unbatch", self._nodes),
+            name=name if name is not None else _derive.unique("unbatch", self._nodes),
             executor="loop",
         )
         return node
@@ -294,162 +270,6 @@ class Graph:
             options["buffer"] = _batch_buffer(batch)
         return self._add(Node(fn, graph=self, kind=kind, **{**defaults, **options}))
 
-    @contextmanager
-    def running(self) -> Iterator[None]:
-        """Mark the graph as running for the block: changing it meanwhile is refused."""
-        self._runs += 1
-        try:
-            yield
-        finally:
-            self._runs -= 1
-
-    def _check_not_running(self) -> None:
-        if self._runs:
-            raise GraphError(
-                f"graph {self.name!r} is running: declare its nodes, edges and hooks before "
-                "it runs, or build another graph"
-            )
-
-    def _add(self, node: Node[P, R]) -> Node[P, R]:
-        self._check_not_running()
-        if node.name in self._nodes:
-            raise GraphError(
-                f"graph {self.name!r} already has a node named {node.name!r}; "
-                "pass name= to tell them apart"
-            )
-        self._nodes[node.name] = node
-        self._downstream[node.name] = []
-        self._upstream[node.name] = []
-        return node
-
-    # -- edges -----------------------------------------------------------------------
-
-    def connect(self, upstream: NodeRef, *downstream: NodeRef) -> None:
-        """Send every item of *upstream* to each of *downstream* (fan-out).
-
-        Connecting several upstreams to one node merges them (fan-in): the node's
-        input ends when all of them have finished.
-
-        Raises:
-            GraphError: for unknown nodes, a sink used as upstream, a source used as
-                downstream, a repeated edge, or an edge that would close a cycle.
-        """
-        if not downstream:
-            raise GraphError("connect() needs at least one downstream node")
-        up = self._resolve(upstream)
-        if up.name in self._routes:
-            raise GraphError(
-                f"{up.kind.value} {up.name!r} already routes its items; it cannot also fan out"
-            )
-        for target in downstream:
-            self._add_edge(up, self._resolve(target))
-
-    def chain(self, *nodes: NodeRef) -> None:
-        """Connect *nodes* in a line: ``chain(a, b, c)`` is ``connect(a, b); connect(b, c)``."""
-        if len(nodes) < 2:
-            raise GraphError("chain() needs at least two nodes")
-        for up, down in itertools.pairwise(nodes):
-            self.connect(up, down)
-
-    def route(
-        self,
-        upstream: NodeRef,
-        *,
-        by: Callable[[Any], Hashable],
-        to: Mapping[Hashable, NodeRef],
-        default: NodeRef | None = None,
-    ) -> None:
-        """Send each item of *upstream* to exactly one downstream: ``to[by(item)]``.
-
-        *by* is a quick sync function called on the event loop for every item. An
-        item whose key is not in *to* goes to *default*; with no default it fails
-        the node like any other error (so it can be skipped or dead-lettered).
-        """
-        up = self._resolve(upstream)
-        if up.name in self._routes or self._downstream[up.name]:
-            raise GraphError(f"{up.kind.value} {up.name!r} already has downstream nodes")
-        if not callable(by) or fn_kind(by) is not FnKind.SYNC:
-            raise GraphError(
-                f"route by= of {up.name!r} must be a plain sync function returning a key "
-                f"(got {by!r})"
-            )
-        if not to:
-            raise GraphError(f"route of {up.name!r} needs at least one target in to=")
-        targets = {key: self._resolve(node) for key, node in to.items()}
-        fallback = None if default is None else self._resolve(default)
-        for node in {
-            n.name: n for n in [*targets.values(), *([fallback] if fallback else [])]
-        }.values():
-            self._add_edge(up, node)
-        self._routes[up.name] = Route(
-            by=by,
-            targets={key: node.name for key, node in targets.items()},
-            default=None if fallback is None else fallback.name,
-        )
-
-    def _add_edge(self, up: Node[..., Any], down: Node[..., Any]) -> None:
-        self._check_not_running()
-        if up.kind is NodeKind.SINK:
-            raise GraphError(f"sink {up.name!r} cannot have downstream {down.name!r}")
-        if down.kind is NodeKind.SOURCE:
-            raise GraphError(f"source {down.name!r} cannot have upstream {up.name!r}")
-        if down.name in self._downstream[up.name]:
-            raise GraphError(f"{up.name!r} is already connected to {down.name!r}")
-        path = self._path(down.name, up.name)
-        if path is not None:
-            cycle = " -> ".join([*path, down.name])
-            raise GraphError(f"edge {up.name!r} -> {down.name!r} would create a cycle: {cycle}")
-        self._downstream[up.name].append(down.name)
-        self._upstream[down.name].append(up.name)
-
-    def _path(self, start: str, goal: str) -> list[str] | None:
-        """Return a path of node names from *start* to *goal*, if there is one."""
-        stack: list[tuple[str, list[str]]] = [(start, [start])]
-        seen: set[str] = set()
-        while stack:
-            name, path = stack.pop()
-            if name == goal:
-                return path
-            if name not in seen:
-                seen.add(name)
-                stack.extend((nxt, [*path, nxt]) for nxt in self._downstream[name])
-        return None
-
-    def _resolve(self, ref: NodeRef) -> Node[..., Any]:
-        if isinstance(ref, Inlet):
-            ref = ref.node
-        if isinstance(ref, Node):
-            if ref.graph is not self:
-                raise GraphError(f"node {ref.name!r} belongs to graph {ref.graph.name!r}")
-            return ref
-        if isinstance(ref, str) and ref in self._nodes:
-            return self._nodes[ref]
-        raise GraphError(f"graph {self.name!r} has no node {ref!r}")
-
-    # -- inspection and validation ---------------------------------------------------
-
-    @property
-    def nodes(self) -> Mapping[str, Node[..., Any]]:
-        """The nodes by name, in declaration order."""
-        return dict(self._nodes)
-
-    @property
-    def edges(self) -> list[tuple[str, str]]:
-        """Every edge as ``(upstream, downstream)``, in declaration order."""
-        return [(up, down) for up, downs in self._downstream.items() for down in downs]
-
-    def upstream(self, node: NodeRef) -> list[str]:
-        """Names of the nodes that feed *node*."""
-        return list(self._upstream[self._resolve(node).name])
-
-    def downstream(self, node: NodeRef) -> list[str]:
-        """Names of the nodes that *node* feeds."""
-        return list(self._downstream[self._resolve(node).name])
-
-    def route_of(self, node: NodeRef) -> Route | None:
-        """The routing rule of *node*, or ``None`` if it fans out to every downstream."""
-        return self._routes.get(self._resolve(node).name)
-
     def feed(
         self, node: NodeRef, items: Iterable[Any] | AsyncIterable[Any], **changes: Any
     ) -> Graph:
@@ -463,20 +283,7 @@ class Graph:
         Raises:
             GraphError: if *node* is a source, which takes no input.
         """
-        start = self._resolve(node)
-        if start.kind is NodeKind.SOURCE:
-            raise GraphError(f"cannot feed items into source {start.name!r}: it takes no input")
-        reached = [start.name]
-        for name in reached:
-            reached.extend(d for d in self._downstream[name] if d not in reached)
-        fed = Graph(self.name)
-        fed._hooks = {kind: list(fns) for kind, fns in self._hooks.items()}
-        feeder = fed.source(items, name=_unique("feed", self._nodes))
-        for name in reached:
-            fed._add(self._nodes[name].copy_to(fed, **(changes if name == start.name else {})))
-        fed.connect(feeder, start.name)
-        self._copy_edges(fed, reached)
-        return fed
+        return _derive.feed(self, node, items, **changes)
 
     def copy(self) -> Graph:
         """Return a copy of the graph to extend without changing this one.
@@ -488,46 +295,7 @@ class Graph:
 
         Added in 0.2.
         """
-        copy = Graph(self.name)
-        copy.defaults = self.defaults
-        copy._hooks = {kind: list(fns) for kind, fns in self._hooks.items()}
-        copy._barriers = dict(self._barriers)
-        for node in self._nodes.values():
-            copy._add(node.copy_to(copy))
-        self._copy_edges(copy, list(self._nodes))
-        return copy
-
-    def _copy_edges(self, to: Graph, names: list[str]) -> None:
-        """Declare in *to* the edges and routes leaving the nodes *names*."""
-        for name in names:
-            if name in self._routes:
-                route = self._routes[name]
-                to.route(name, by=route.by, to=route.targets, default=route.default)
-            else:
-                for down in self._downstream[name]:
-                    to.connect(name, down)
-
-    def validate(self) -> None:
-        """Check that every node is wired so that the graph can run and finish.
-
-        Raises:
-            GraphError: naming the first node that is not wired correctly.
-        """
-        if not self._nodes:
-            raise GraphError(f"graph {self.name!r} has no nodes")
-        for name, node in self._nodes.items():
-            ups, downs = self._upstream[name], self._downstream[name]
-            if node.kind is NodeKind.SOURCE and not downs:
-                raise GraphError(f"source {name!r} has no downstream: connect it to a node")
-            if node.kind is not NodeKind.SOURCE and not ups:
-                raise GraphError(
-                    f"{node.kind.value} {name!r} has no upstream, so no source can reach it"
-                )
-            if node.kind is NodeKind.TRANSFORM and not downs:
-                raise GraphError(
-                    f"transform {name!r} has no downstream, so its output would go nowhere: "
-                    "connect it, or declare it with graph.sink"
-                )
+        return _derive.copy(self)
 
     # -- drawing -----------------------------------------------------------------------
 

@@ -222,8 +222,9 @@ class Run:
                 else None
             )
             nr.outlets = list(dict.fromkeys(outlets.values()))
-            for _ in range(nr.workers_left):
-                task_group.start_soon(functools.partial(run_worker, nr, emit), name=name)
+            nr.start_workers(
+                functools.partial(task_group.start_soon, run_worker, nr, emit, name=name)
+            )
         for nr in self._nodes.values():
             if nr.inbox_send is not None:
                 nr.inbox_send.close()

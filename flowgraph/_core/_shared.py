@@ -11,8 +11,10 @@ A busy node's workers go from item to item without waking anyone, and the
 stream carries full chunks, so its sender wakes once per chunk, not per item.
 
 No item is held back: whenever items wait in the queue, as many idle workers
-as there are items have been woken. The queue holds at most one chunk's
-items, so the node's buffer bound still holds.
+as there are items have been woken, and when there are not enough, more
+worker tasks are started, up to the node's ``workers``: a node's tasks grow
+with its load. The queue holds at most one chunk's items, so the node's
+buffer bound still holds.
 """
 
 from __future__ import annotations
@@ -24,16 +26,19 @@ import anyio
 from anyio import EndOfStream, WouldBlock
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from anyio.streams.memory import MemoryObjectReceiveStream
 
 
 class SharedInput:
     """A node's input stream, shared item by item among its workers."""
 
-    __slots__ = ("ended", "idle", "inbox", "pending", "pulling")
+    __slots__ = ("ended", "grow", "idle", "inbox", "pending", "pulling")
 
-    def __init__(self, inbox: MemoryObjectReceiveStream[Any]) -> None:
+    def __init__(self, inbox: MemoryObjectReceiveStream[Any], grow: Callable[[int], None]) -> None:
         self.inbox = inbox
+        self.grow = grow
         self.pending: deque[Any] = deque()
         self.idle: deque[anyio.Event] = deque()
         self.pulling = False
@@ -87,14 +92,20 @@ class SharedInput:
         first = chunk[0]
         if len(chunk) > 1:
             self.pending.extend(chunk[1:])
-        self._wake(len(self.pending) + 1)  # one per queued item, one to take the stream over
+        wanted = len(self.pending) + 1  # one per queued item, one to take the stream over
+        missing = wanted - self._wake(wanted)
+        if missing:
+            self.grow(missing)  # no idle worker for them: start more, up to the node's workers
         return [first]
 
-    def _wake(self, count: int) -> None:
+    def _wake(self, count: int) -> int:
+        """Wake up to *count* idle workers; return how many."""
         idle = self.idle
-        while count and idle:
+        woken = 0
+        while woken < count and idle:
             idle.popleft().set()
-            count -= 1
+            woken += 1
+        return woken
 
     def _end(self) -> None:
         self.ended = True

@@ -25,7 +25,6 @@ from ._exceptions import (
     NodeError,
     PartialOutputError,
     describe_error,
-    describe_item,
 )
 from ._executor import collecting, open_executor
 from ._functions import FnKind
@@ -35,6 +34,7 @@ from ._ordered import Turns, consume_in_order
 from ._policy import Failure, FailureHandler, enter_node
 from ._produce import produce
 from ._shared import SharedInput
+from ._skips import SkipLog
 from ._stats import (
     LATENCY_EXACT_FIRST,
     Counters,
@@ -45,6 +45,7 @@ from ._stats import (
 from ._threads import BoundThreads, Threads
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from contextlib import AsyncExitStack
 
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -54,10 +55,6 @@ if TYPE_CHECKING:
     from ._run import Run
 
 logger = logging.getLogger("flowgraph")
-
-SKIPS_LOGGED = 5
-"""Skipped items a node logs one by one; after them it logs a count every SKIP_LOG_INTERVAL."""
-SKIP_LOG_INTERVAL = 60.0
 
 
 class NodeRun:
@@ -76,9 +73,12 @@ class NodeRun:
             and not node.runs_on_loop
             and (node.executor in (None, "threads") or isinstance(node.executor, Threads))
         )
-        self.workers_left = (
+        self.tasks = (
             1 if node.kind is NodeKind.SOURCE else node.workers * (2 if self.in_threads else 1)
         )
+        self.started = 0  # worker tasks started so far
+        self.workers_left = 0  # worker tasks started and not yet exited
+        self._spawn: Callable[[], object] | None = None
         self.inbox_send: MemoryObjectSendStream[Any] | None = None
         self.inbox: MemoryObjectReceiveStream[Any] | None = None
         self.stop_scope = anyio.CancelScope()
@@ -92,7 +92,7 @@ class NodeRun:
         self.outputs: list[Outputs] = []  # one per worker of a generator node
         self.threads: BoundThreads | None = None
         self.position: Any = None  # a source's last emitted position, to resume a retry after
-        self._skips = _SkipLog(self.name)
+        self._skips = SkipLog(self.name)
         self.keys = KeyQueues() if node.ordered == "key" else None
         self.intake: MemoryObjectReceiveStream[Any] | None = None
         self.batches: MemoryObjectSendStream[Any] | None = None
@@ -106,7 +106,7 @@ class NodeRun:
             if node.ordered is True and node.workers > 1:
                 self.turns = Turns()
         self.shared = (
-            SharedInput(self.inbox)
+            SharedInput(self.inbox, self.grow)
             if self.inbox is not None and node.workers > 1 and not node.ordered
             else None
         )
@@ -166,6 +166,26 @@ class NodeRun:
         self.counters.dead_lettered += 1
         run.emit(ItemDeadLettered(run, failure))
 
+    def start_workers(self, spawn: Callable[[], object]) -> None:
+        """Start the node's first workers; *spawn* starts one more worker task.
+
+        A node whose workers share their input (``_shared``) starts one, and
+        more only while items wait with no idle worker to take them, up to its
+        ``workers``: a node of 5,000 I/O workers under a light load runs a few
+        tasks, not 5,000. Other nodes start all their workers at once.
+        """
+        self._spawn = spawn
+        self.grow(1 if self.shared is not None else self.tasks)
+
+    def grow(self, count: int) -> None:
+        """Start up to *count* more worker tasks, never more than the node's ``tasks``."""
+        spawn = self._spawn
+        assert spawn is not None
+        for _ in range(min(count, self.tasks - self.started)):
+            self.started += 1
+            self.workers_left += 1
+            spawn()
+
     def worker_exited(self) -> None:
         self.workers_left -= 1
         if self.workers_left == 0:
@@ -223,39 +243,6 @@ class NodeRun:
 
 def _untimed(seconds: float) -> None:
     pass
-
-
-class _SkipLog:
-    """Logs a node's skipped items: the first few one by one, then a count per interval."""
-
-    def __init__(self, node: str) -> None:
-        self.node = node
-        self.logged = 0
-        self.unlogged = 0
-        self.since = 0.0
-
-    def skipped(self, failure: Failure) -> None:
-        if self.logged < SKIPS_LOGGED:
-            self.logged += 1
-            logger.warning(
-                "node %r skipped item %s after %d attempt(s): %s%s",
-                self.node,
-                describe_item(failure.item),
-                failure.attempts,
-                describe_error(failure.error),
-                " (further skips are counted once a minute)" if self.logged == SKIPS_LOGGED else "",
-            )
-            self.since = anyio.current_time()
-            return
-        self.unlogged += 1
-        if anyio.current_time() - self.since >= SKIP_LOG_INTERVAL:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.unlogged:
-            logger.warning("node %r skipped %d more item(s)", self.node, self.unlogged)
-            self.unlogged = 0
-            self.since = anyio.current_time()
 
 
 async def run_worker(nr: NodeRun, emit: Emit | None) -> None:

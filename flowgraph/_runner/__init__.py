@@ -13,6 +13,7 @@ from ._run import (
     DEFAULT_CHECKPOINT_INTERVAL,
     DEFAULT_GRACE,
     Outcome,
+    ProgramOptions,
     execute,
     run,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "FlowResult",
     "FlowRun",
     "Outcome",
+    "ProgramOptions",
     "StopBeforeStart",
     "catch_stop_signals",
     "execute",

@@ -26,13 +26,14 @@ import sys
 import threading
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, final, overload
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, Unpack, final, overload
 
 import anyio
 
 from .._core._exceptions import GraphError
+from .._core._options import RUN_OPTIONS, RunOptions, check_names
 from .._core._run import Run, RunResult
-from .._core._validate import to_seconds
+from .._core._validate import int_at_least, to_seconds
 from .._stores import Checkpoints, DeadLetters, StateStore, open_store, parse_store_url
 from ._flow import Flow, FlowResult, open_flow
 from ._progress import open_progress, require_rich
@@ -60,50 +61,44 @@ DEFAULT_CHECKPOINT_INTERVAL = 1.0
 """Longest time between two checkpoint commits, by default (as ``fg.Checkpoints``)."""
 
 
+class ProgramOptions(RunOptions, total=False):
+    """The options of :func:`flowgraph.run`: those of :class:`RunOptions`, and these.
+
+    Attributes:
+        backend: ``"asyncio"`` (the default) or ``"trio"``.
+        backend_options: passed to ``anyio.run``, such as a trio ``clock=``.
+        progress: show a live progress display on stderr (needs rich).
+        handle_signals: stop gracefully on SIGINT and SIGTERM (main thread only).
+        grace: seconds items in flight may take after a stop signal (default 30).
+        state: a state store URL (``sqlite:///state.db``, a file path,
+            ``postgresql://...``) for checkpoints and dead letters.
+        checkpoint_every: with *state*, commit after this many acknowledgements
+            (default 100).
+        checkpoint_interval: with *state*, commit at least this often (seconds,
+            default 1) while items are acknowledged.
+        replay_dead_letters: feed the stored dead letters of the graph back in
+            (needs *state* or ``dead_letters=fg.DeadLetters(...)``).
+    """
+
+    backend: str
+    backend_options: dict[str, Any] | None
+    progress: bool
+    handle_signals: bool
+    grace: float | timedelta
+    state: str | os.PathLike[str] | None
+    checkpoint_every: int
+    checkpoint_interval: float | timedelta
+    replay_dead_letters: bool
+
+
+PROGRAM_OPTIONS: Final = frozenset(ProgramOptions.__optional_keys__)
+
+
 @overload
-def run(
-    graph: Graph,
-    *,
-    backend: str = "asyncio",
-    backend_options: dict[str, Any] | None = None,
-    progress: bool = False,
-    handle_signals: bool = False,
-    grace: float | timedelta = DEFAULT_GRACE,
-    state: str | os.PathLike[str] | None = None,
-    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
-    checkpoint_interval: float | timedelta = DEFAULT_CHECKPOINT_INTERVAL,
-    replay_dead_letters: bool = False,
-    **options: Any,
-) -> RunResult: ...
+def run(graph: Graph, **options: Unpack[ProgramOptions]) -> RunResult: ...
 @overload
-def run(
-    graph: Flow,
-    *,
-    backend: str = "asyncio",
-    backend_options: dict[str, Any] | None = None,
-    progress: bool = False,
-    handle_signals: bool = False,
-    grace: float | timedelta = DEFAULT_GRACE,
-    state: str | os.PathLike[str] | None = None,
-    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
-    checkpoint_interval: float | timedelta = DEFAULT_CHECKPOINT_INTERVAL,
-    replay_dead_letters: bool = False,
-    **options: Any,
-) -> FlowResult: ...
-def run(
-    graph: Graph | Flow,
-    *,
-    backend: str = "asyncio",
-    backend_options: dict[str, Any] | None = None,
-    progress: bool = False,
-    handle_signals: bool = False,
-    grace: float | timedelta = DEFAULT_GRACE,
-    state: str | os.PathLike[str] | None = None,
-    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
-    checkpoint_interval: float | timedelta = DEFAULT_CHECKPOINT_INTERVAL,
-    replay_dead_letters: bool = False,
-    **options: Any,
-) -> RunResult | FlowResult:
+def run(graph: Flow, **options: Unpack[ProgramOptions]) -> FlowResult: ...
+def run(graph: Graph | Flow, **options: Unpack[ProgramOptions]) -> RunResult | FlowResult:
     """Run *graph* (or a :class:`Flow` of graphs) in a new event loop of *backend*.
 
     The plain-function entry point for scripts; inside an async program use
@@ -136,19 +131,8 @@ def run(
     :class:`FlowResult`; a stop signal stops the graphs running and starts no more.
 
     Args:
-        graph: the graph to run.
-        backend: ``"asyncio"`` or ``"trio"``.
-        backend_options: passed to ``anyio.run``, such as a trio ``clock=``.
-        progress: show a live progress display on stderr (needs rich).
-        handle_signals: stop gracefully on SIGINT and SIGTERM (main thread only).
-        grace: seconds items in flight may take after a stop signal.
-        state: a state store URL (``sqlite:///state.db``, a file path,
-            ``postgresql://...``) for checkpoints and dead letters.
-        checkpoint_every: with *state*, commit after this many acknowledgements.
-        checkpoint_interval: with *state*, commit at least this often (seconds)
-            while items are acknowledged.
-        replay_dead_letters: feed the stored dead letters of the graph back in
-            (needs *state* or ``dead_letters=fg.DeadLetters(...)``).
+        graph: the graph (or flow) to run.
+        **options: any of :class:`ProgramOptions`.
 
     Raises:
         NodeError: if a node failed under the ``"raise"`` policy.
@@ -165,19 +149,7 @@ def run(
 
     Added in 0.1. *replay_dead_letters* and flows added in 0.2.
     """
-    return execute(
-        graph,
-        backend=backend,
-        backend_options=backend_options,
-        progress=progress,
-        handle_signals=handle_signals,
-        grace=grace,
-        state=state,
-        checkpoint_every=checkpoint_every,
-        checkpoint_interval=checkpoint_interval,
-        replay_dead_letters=replay_dead_letters,
-        **options,
-    ).result
+    return execute(graph, **options).result
 
 
 @final
@@ -198,23 +170,24 @@ class Outcome(Generic[R]):
 
 
 @overload
-def execute(graph: Graph, **options: Any) -> Outcome[RunResult]: ...
+def execute(
+    graph: Graph,
+    *,
+    received: list[signal.Signals] | None = None,
+    **options: Unpack[ProgramOptions],
+) -> Outcome[RunResult]: ...
 @overload
-def execute(graph: Flow, **options: Any) -> Outcome[FlowResult]: ...
+def execute(
+    graph: Flow,
+    *,
+    received: list[signal.Signals] | None = None,
+    **options: Unpack[ProgramOptions],
+) -> Outcome[FlowResult]: ...
 def execute(
     graph: Graph | Flow,
     *,
-    backend: str = "asyncio",
-    backend_options: dict[str, Any] | None = None,
-    progress: bool = False,
-    handle_signals: bool = False,
-    grace: float | timedelta = DEFAULT_GRACE,
-    state: str | os.PathLike[str] | None = None,
-    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
-    checkpoint_interval: float | timedelta = DEFAULT_CHECKPOINT_INTERVAL,
-    replay_dead_letters: bool = False,
     received: list[signal.Signals] | None = None,
-    **options: Any,
+    **options: Unpack[ProgramOptions],
 ) -> Outcome[Any]:
     """Like :func:`run`, but also say whether a signal stopped the run and how.
 
@@ -227,7 +200,13 @@ def execute(
             f"fg.run() starts an event loop, but {library} is already running in this "
             "thread: in async code, use 'await graph.run()' or 'async with fg.open_run(graph)'"
         )
-    seconds = to_seconds("grace", grace, inclusive=True)
+    check_names("fg.run() has no option", options, PROGRAM_OPTIONS)
+    run_options = {key: value for key, value in options.items() if key in RUN_OPTIONS}
+    backend = options.get("backend", "asyncio")
+    progress = options.get("progress", False)
+    handle_signals = options.get("handle_signals", False)
+    state = options.get("state")
+    grace = to_seconds("grace", options.get("grace", DEFAULT_GRACE), inclusive=True)
     if handle_signals and threading.current_thread() is not threading.main_thread():
         raise RuntimeError(
             "handle_signals=True works only in the main thread, where Python delivers signals"
@@ -241,22 +220,27 @@ def execute(
         require_rich()
     if state is not None:
         parse_store_url(state)  # a bad URL fails here, before the event loop starts
-    every = checkpoint_every
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise GraphError(f"checkpoint_every must be an int >= 1 (got {every!r})")
-    interval = to_seconds("checkpoint_interval", checkpoint_interval)
+    every = int_at_least(
+        "checkpoint_every", options.get("checkpoint_every", DEFAULT_CHECKPOINT_EVERY), 1
+    )
+    interval = to_seconds(
+        "checkpoint_interval", options.get("checkpoint_interval", DEFAULT_CHECKPOINT_INTERVAL)
+    )
     main = functools.partial(
         _execute,
         graph,
         progress=progress,
         handle_signals=handle_signals,
-        grace=seconds,
+        grace=grace,
         state=state,
         checkpoints=functools.partial(Checkpoints, every=every, interval=interval),
         received=received or [],
-        options={**options, "replay_dead_letters": replay_dead_letters},
+        options={
+            **run_options,
+            "replay_dead_letters": options.get("replay_dead_letters", False),
+        },
     )
-    return anyio.run(main, backend=backend, backend_options=backend_options)
+    return anyio.run(main, backend=backend, backend_options=options.get("backend_options"))
 
 
 def running_library() -> str | None:

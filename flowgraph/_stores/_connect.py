@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -55,12 +56,35 @@ def connect_sqlite(
     )
     try:
         if wal:
-            connection.execute("PRAGMA journal_mode = WAL")
+            enter_wal(connection, timeout)
         connection.execute("PRAGMA synchronous = FULL")
     except BaseException:
         connection.close()
         raise
     return connection
+
+
+_BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+
+def enter_wal(connection: sqlite3.Connection, timeout: float) -> None:
+    """Switch to WAL mode, waiting up to *timeout* seconds for other connections.
+
+    SQLite does not call the busy handler while it changes the journal mode, so
+    several connections opening a new file at once would fail with "database is
+    locked" at once; this waits for them as the busy timeout waits for writers.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode not in _BUSY or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 def connect_postgres(url: str) -> psycopg.Connection[Any]:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from .._core._exceptions import StoreError
 from .._core._threads import run_sync_in_thread
-from ._connect import connect_sqlite
+from ._connect import connect_sqlite, enter_wal
 from ._filelock import FileLock
 from ._retry import DEFAULT_RETRY_FOR, Transient
 from ._sql import (
@@ -230,7 +230,7 @@ def _open(
                 connection.execute("ROLLBACK")
             raise
         if create:
-            connection.execute("PRAGMA journal_mode = WAL")
+            enter_wal(connection, timeout)
     except sqlite3.Error as exc:
         connection.close()
         raise StoreError(f"cannot open the SQLite store {path}: {exc}") from exc
