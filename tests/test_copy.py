@@ -230,8 +230,7 @@ async def test_a_broken_connection_fails_one_call_and_the_next_reconnects(url: s
     """After the server drops the session, the call fails with StoreError; a retry succeeds."""
     async with fg.CopyInto(url, "events", columns=["id", "name", "body"], key="id") as sink:
         await sink(rows(2))
-        assert sink._link is not None
-        pid = sink._link.connection.info.backend_pid
+        pid = sink._open_connection.connection.info.backend_pid
         assert query(url, "SELECT pg_terminate_backend(%s)", pid) == [(True,)]
         with pytest.raises(fg.StoreError, match=r"^COPY into 'events' failed on item "):
             await sink(rows(2, start=2))

@@ -16,17 +16,14 @@ import operator
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, final
 
-import anyio
-
 from .._core._exceptions import GraphError, StoreError, describe_error, describe_item
 from .._stores import parse_store_url
-from ._group import Call, Group
+from ._group import Call, GroupedSink
 from ._names import check_columns, check_table, column_list, table_label
 from ._values import BadValue, item_error, strict_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from types import TracebackType
 
     from psycopg import sql
 
@@ -48,7 +45,7 @@ WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND i.indpred IS NULL
 
 
 @final
-class CopyInto:
+class CopyInto(GroupedSink["PostgresLink"]):
     """A sink that loads rows into an existing PostgreSQL table with COPY.
 
     ``graph.sink(fg.CopyInto("postgresql://...", "events", columns=["id", "body"]))``.
@@ -119,16 +116,14 @@ class CopyInto:
                 raise GraphError(
                     f"key column(s) {missing} must be among columns= {list(self.columns)}"
                 )
+        super().__init__()
         self.url = url
         self.table = table
         self.__name__ = f"copy_{'_'.join(self._table)}"
         self._row = _getter(self.columns)
         self._json: tuple[int, ...] = ()
-        self._link: PostgresLink | None = None
         self._statements: dict[str, sql.Composed] = {}
         self._staged_on: object = None
-        self._group: Group | None = None
-        self._depth = 0
 
     def __repr__(self) -> str:
         key = ""
@@ -136,36 +131,15 @@ class CopyInto:
             key = f", key={(self.key[0] if len(self.key) == 1 else self.key)!r}"
         return f"CopyInto({self.url!r}, {self.table!r}, columns={list(self.columns)!r}{key})"
 
-    async def __aenter__(self) -> CopyInto:
-        if self._depth == 0:
-            group = Group()
-            self._link = await group.run_sync(self._open)
-            self._group = group
-        self._depth += 1
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._depth -= 1
-        if self._depth == 0 and self._group is not None and self._link is not None:
-            group, link, self._group, self._link = self._group, self._link, None, None
-            with anyio.CancelScope(shield=True):
-                await group.run_sync(link.close)
+    def _label(self) -> str:
+        return f"CopyInto {table_label(self._table)}"
 
     async def __call__(self, item: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> None:
         """Load *item* (a row, or a list of rows) in one transaction."""
-        if self._group is None:
-            raise RuntimeError(
-                f"CopyInto {table_label(self._table)} is not open: use it as a sink of a run "
-                "(the run opens it) or in `async with`"
-            )
+        group = self._opened()
         rows = self._rows(item)
         if rows:
-            await self._group.submit(item, rows, self._load_each)
+            await group.submit(item, rows, self._load_each)
 
     def _rows(self, item: Any) -> Sequence[Any]:
         if isinstance(item, Mapping):
@@ -261,8 +235,7 @@ class CopyInto:
     def _load(self, item: Any, rows: Sequence[Any]) -> None:
         import psycopg
 
-        link = self._link
-        assert link is not None
+        link = self._open_connection
         try:
             with link.cursor() as cursor:
                 if self.key is not None and self._staged_on is not link.connection:

@@ -11,7 +11,7 @@ each call whether it is done or its error.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, Self, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -20,8 +20,16 @@ from .._core._threads import run_sync_in_thread
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from types import TracebackType
 
 _T = TypeVar("_T")
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+_C = TypeVar("_C", bound=_Closable)
 
 
 @dataclass(slots=True)
@@ -70,3 +78,64 @@ class Group:
         if not call.done:
             assert call.error is not None
             raise call.error
+
+
+class GroupedSink(Generic[_C]):
+    """A database sink's one connection: opened by the first ``async with``, closed by the last.
+
+    A run opens a sink once per node that uses it, and a user may open it too:
+    the connection and its group are shared by all of them. Subclasses say how
+    to open the connection (``_open``, in the group's thread) and what they are
+    (``_label``, for the error a call on a closed sink gets).
+    """
+
+    def __init__(self) -> None:
+        self._connection: _C | None = None
+        self._group: Group | None = None
+        self._depth = 0
+
+    def _open(self) -> _C:
+        raise NotImplementedError
+
+    def _label(self) -> str:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        if self._depth == 0:
+            group = Group()
+            self._connection = await group.run_sync(self._open)
+            self._group = group
+        self._depth += 1
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._group is not None and self._connection is not None:
+            group, connection, self._group, self._connection = (
+                self._group,
+                self._connection,
+                None,
+                None,
+            )
+            with anyio.CancelScope(shield=True):
+                await group.run_sync(connection.close)
+
+    def _opened(self) -> Group:
+        """The group of an open sink; a clear error for a call before or after the run."""
+        if self._group is None:
+            raise RuntimeError(
+                f"{self._label()} is not open: use it as a sink of a run "
+                "(the run opens it) or in `async with`"
+            )
+        return self._group
+
+    @property
+    def _open_connection(self) -> _C:
+        """The connection, inside the group's thread: only ever used while open."""
+        assert self._connection is not None
+        return self._connection

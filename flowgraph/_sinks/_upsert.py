@@ -16,11 +16,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, final
 
-import anyio
-
 from .._core._exceptions import GraphError, StoreError, describe_error, describe_item
 from .._stores import parse_store_url
-from ._group import Call, Group
+from ._group import Call, GroupedSink
 from ._names import (
     check_columns,
     check_sql_type,
@@ -33,7 +31,6 @@ from ._values import BadValue, item_error
 
 if TYPE_CHECKING:
     import os
-    from types import TracebackType
 
     from ._database import Database, Row
 
@@ -43,7 +40,7 @@ _NAMED_LIMIT = 1024  # distinct column tuples remembered as checked
 
 
 @final
-class Upsert:
+class Upsert(GroupedSink["Database"]):
     """A sink that upserts dict items into a table by key: replays leave one row per key.
 
     ``graph.sink(fg.Upsert("sqlite:///data.db", "events", key="id"), workers=4)``.
@@ -118,6 +115,7 @@ class Upsert:
             missing = [name for name in keys if name not in names]
             if missing:
                 raise GraphError(f"key column(s) {missing} must be among columns= {list(names)}")
+        super().__init__()
         self.url = url
         self.table = table
         self.key = keys
@@ -125,43 +123,19 @@ class Upsert:
         self.__name__ = f"upsert_{'_'.join(self._table)}"
         self._types = types
         self._named: set[tuple[str, ...]] = set()  # column tuples of items, already checked
-        self._db: Database | None = None
-        self._depth = 0
-        self._group: Group | None = None
 
     def __repr__(self) -> str:
         key = self.key[0] if len(self.key) == 1 else self.key
         columns = "" if self.columns is None else f", columns={self._types or list(self.columns)!r}"
         return f"Upsert({self.url!r}, {self.table!r}, key={key!r}{columns})"
 
-    async def __aenter__(self) -> Upsert:
-        if self._depth == 0:
-            group = Group()
-            self._db = await group.run_sync(self._open)
-            self._group = group
-        self._depth += 1
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._depth -= 1
-        if self._depth == 0 and self._group is not None and self._db is not None:
-            group, db, self._group, self._db = self._group, self._db, None, None
-            with anyio.CancelScope(shield=True):
-                await group.run_sync(db.close)
+    def _label(self) -> str:
+        return f"Upsert into {table_label(self._table)}"
 
     async def __call__(self, item: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> None:
         """Upsert *item* (a mapping, or a sequence of mappings in one transaction)."""
-        if self._group is None:
-            raise RuntimeError(
-                f"Upsert into {table_label(self._table)} is not open: use it as a sink of a run "
-                "(the run opens it) or in `async with`"
-            )
-        await self._group.submit(item, self._rows(item), self._flush)
+        group = self._opened()
+        await group.submit(item, self._rows(item), self._flush)
 
     # -- preparing rows, on the event loop -------------------------------------------------
 
@@ -241,8 +215,7 @@ class Upsert:
                     write.error = self._error(write, exc)
 
     def _write_all(self, writes: list[Call]) -> None:
-        db = self._db
-        assert db is not None
+        db = self._open_connection
         if db.columns is None and any(write.work for write in writes):
             db.create(self._table, self._inferred_columns(db, writes), self.key)
             db.columns = db.describe(self._table)
