@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from test_cookbook import example, script
 
@@ -68,7 +69,8 @@ class Schedule:
     def page_attempts(self) -> list[int]:
         """The page of every request for the directory so far, one per attempt."""
         return [
-            int(r.request.url.params["page"]) for r in self.transport.records.filter(path=jobs.LIST)
+            int(httpx.URL(r.url).params["page"])
+            for r in self.transport.records.filter(path=jobs.LIST)
         ]
 
     def breweries(self) -> list[tuple[Any, ...]]:

@@ -281,7 +281,7 @@ class RateLimiter:
     def __repr__(self) -> str:
         parts = [repr(rate) for rate in self._rates]
         if self._stored is not None:
-            parts.append(f"store={self._stored.describe()}")
+            parts.append(f"store={self._stored.target_repr()}")
         if self._name is not None:
             parts.append(f"name={self._name!r}")
         return f"RateLimiter({', '.join(parts)})"

@@ -25,7 +25,7 @@ import anyio
 from anyio.lowlevel import RunVar
 
 from .._core._exceptions import GraphError, StoreError
-from .._stores import StateStore, open_store
+from .._stores import StateStore, open_store, target_repr
 from .._stores._quotas import update_quota
 from ._clock import wall_reader
 from ._ledger import Ledger, window
@@ -71,9 +71,8 @@ class StoredBudget:
         ]
         self._sessions: RunVar[_Session] = RunVar("flowgraph.RateLimiter.store")
 
-    def describe(self) -> str:
-        target = self._target
-        return repr(target if isinstance(target, str) else type(target).__name__)
+    def target_repr(self) -> str:
+        return target_repr(self._target)
 
     def _ledger(self, state: JSONValue) -> Ledger:
         ledger = Ledger(self._keys, [window(r.count, r.per, r._zone) for r in self._rates])

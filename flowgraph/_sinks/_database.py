@@ -34,7 +34,7 @@ class Database:
     def quote(self, name: str) -> str:
         raise NotImplementedError
 
-    def describe(self, table: Table) -> set[str] | None:
+    def columns_of(self, table: Table) -> set[str] | None:
         """The table's column names, or ``None`` if it does not exist."""
         raise NotImplementedError
 

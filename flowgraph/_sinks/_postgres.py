@@ -113,7 +113,7 @@ class PostgresTable(Database):
     def quote(self, name: str) -> str:
         return self._link.identifier(name)
 
-    def describe(self, table: Table) -> set[str] | None:
+    def columns_of(self, table: Table) -> set[str] | None:
         columns = self._link.columns(table)
         return None if columns is None else set(columns)
 

@@ -47,7 +47,7 @@ class SQLiteTable(Database):
     def quote(self, name: str) -> str:
         return sqlite_quote(name)
 
-    def describe(self, table: Table) -> set[str] | None:
+    def columns_of(self, table: Table) -> set[str] | None:
         *schema, name = table
         pragma = f"PRAGMA {sqlite_quote(schema[0])}.table_info" if schema else "PRAGMA table_info"
         try:

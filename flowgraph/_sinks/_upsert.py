@@ -195,10 +195,10 @@ class Upsert(GroupedSink["Database"]):
 
             db = SQLiteTable(self._target)
         try:
-            db.columns = db.describe(self._table)
+            db.columns = db.columns_of(self._table)
             if db.columns is None and self._types:
                 db.create(self._table, list(self._types.items()), self.key)
-                db.columns = db.describe(self._table)
+                db.columns = db.columns_of(self._table)
             db.check_key(self._table, self.key)
         except BaseException:
             db.close()
@@ -218,7 +218,7 @@ class Upsert(GroupedSink["Database"]):
         db = self._open_connection
         if db.columns is None and any(write.work for write in writes):
             db.create(self._table, self._inferred_columns(db, writes), self.key)
-            db.columns = db.describe(self._table)
+            db.columns = db.columns_of(self._table)
             db.check_key(self._table, self.key)
         ready: list[tuple[Call, list[Row]]] = []
         for write in writes:

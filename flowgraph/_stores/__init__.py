@@ -11,7 +11,7 @@ lease), ``_open`` (a URL to an open store), and on top ``_checkpoints`` and
 from ._checkpoints import Checkpoints
 from ._codec import qualified_name
 from ._dead_letters import DeadLetters, ReplayResult
-from ._open import StoreRef, UsesStore, open_store, parse_store_url
+from ._open import StoreRef, UsesStore, open_store, parse_store_url, target_repr
 from ._protocol import DeadLetter, JSONValue, Serializer, StateStore
 
 __all__ = [
@@ -27,4 +27,5 @@ __all__ = [
     "open_store",
     "parse_store_url",
     "qualified_name",
+    "target_repr",
 ]

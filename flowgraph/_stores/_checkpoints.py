@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, final
 
 from .._core._exceptions import GraphError
 from .._core._validate import to_seconds
-from ._open import StoreRef, UsesStore
+from ._open import StoreRef, UsesStore, target_repr
 
 if TYPE_CHECKING:
     import os
@@ -58,7 +58,8 @@ class Checkpoints(UsesStore):
         self._ref = StoreRef(store, owner="Checkpoints")
 
     def __repr__(self) -> str:
-        return f"Checkpoints({self._ref.describe()}, every={self.every}, interval={self.interval})"
+        store = target_repr(self._ref.target)
+        return f"Checkpoints({store}, every={self.every}, interval={self.interval})"
 
     def __str__(self) -> str:
         return str(self._ref)

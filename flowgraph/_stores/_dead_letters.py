@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, final
 
 from .._core._exceptions import GraphError, NodeError
-from ._open import StoreRef, UsesStore
+from ._open import StoreRef, UsesStore, target_repr
 
 if TYPE_CHECKING:
     import os
@@ -66,7 +66,7 @@ class DeadLetters(UsesStore):
         self._ref = StoreRef(store, owner="DeadLetters")
 
     def __repr__(self) -> str:
-        return f"DeadLetters({self._ref.describe()}, serializer={self.serializer!r})"
+        return f"DeadLetters({target_repr(self._ref.target)}, serializer={self.serializer!r})"
 
     async def handle(self, failure: Failure) -> None:
         """Store a failed item (the ``FailureHandler`` protocol)."""

@@ -49,6 +49,11 @@ def parse_store_url(url: str | os.PathLike[str]) -> tuple[Literal["sqlite", "pos
     raise ValueError(f"unsupported state store URL scheme {scheme!r}; use one of: {_SCHEMES}")
 
 
+def target_repr(store: str | os.PathLike[str] | StateStore) -> str:
+    """A store as a repr names it: the URL or path, or the open store's class name."""
+    return repr(store if isinstance(store, str) else type(store).__name__)
+
+
 class StoreRef:
     """A state store named by URL or path, or given open, opened on first use.
 
@@ -65,11 +70,6 @@ class StoreRef:
         self._store: StateStore | None = store if isinstance(store, StateStore) else None
         self._exits: AsyncExitStack | None = None
         self._depth = 0
-
-    def describe(self) -> str:
-        """The target as a repr: the URL or path, or the open store's class name."""
-        target = self.target
-        return repr(target if isinstance(target, str) else type(target).__name__)
 
     def __str__(self) -> str:
         """Which store this is, for messages: the open store's name, else the URL or path."""
