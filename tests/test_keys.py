@@ -19,11 +19,15 @@ from flowgraph.testing import VirtualClock
     keys=st.lists(st.integers(0, 5), min_size=1, max_size=80),
     delays=st.lists(st.sampled_from([0.0, 0.001, 0.01, 0.05]), min_size=1, max_size=20),
     workers=st.integers(1, 8),
+    buffer=st.sampled_from([1, 16, 64, 512]),
 )
 async def test_items_of_one_key_are_processed_in_arrival_order_one_at_a_time(
-    virtual_clock: VirtualClock, keys: list[int], delays: list[float], workers: int
+    virtual_clock: VirtualClock, keys: list[int], delays: list[float], workers: int, buffer: int
 ) -> None:
-    """Random keys and durations with many workers: per-key sequences are kept, none overlap."""
+    """Random keys and durations with many workers: per-key sequences are kept, none overlap.
+
+    Buffers from 1 to 512 carry chunks of 1 to 32 items: a chunk never ties its
+    items to one worker."""
     items = list(enumerate(keys))
     running: set[int] = set()
     overlaps: list[int] = []
@@ -47,7 +51,7 @@ async def test_items_of_one_key_are_processed_in_arrival_order_one_at_a_time(
     g = fg.Graph("keyed")
     g.chain(
         g.source(items, name="src"),
-        g.transform(apply, workers=workers, ordered="key", key=lambda item: item[1]),
+        g.transform(apply, workers=workers, ordered="key", key=lambda item: item[1], buffer=buffer),
         g.sink(keep),
     )
     result = await g.run()
@@ -59,8 +63,10 @@ async def test_items_of_one_key_are_processed_in_arrival_order_one_at_a_time(
     assert (stats.items_in, stats.items_out, stats.queue_depth) == (len(items), len(items), 0)
 
 
-async def test_different_keys_run_in_parallel(virtual_clock: VirtualClock) -> None:
-    """Four keys, four workers, one second each: four items take one second, not four."""
+@pytest.mark.parametrize("buffer", [1, 16, 256])
+async def test_different_keys_run_in_parallel(virtual_clock: VirtualClock, buffer: int) -> None:
+    """Four keys, four workers, one second each: four items take one second, not four,
+    even when they arrive in one chunk."""
 
     async def slow(item: int) -> None:
         await anyio.sleep(1)
@@ -68,7 +74,7 @@ async def test_different_keys_run_in_parallel(virtual_clock: VirtualClock) -> No
     g = fg.Graph("parallel")
     g.chain(
         g.source([0, 1, 2, 3], name="src"),
-        g.sink(slow, workers=4, ordered="key", key=lambda x: x),
+        g.sink(slow, workers=4, ordered="key", key=lambda x: x, buffer=buffer),
     )
     await g.run()
     assert anyio.current_time() == pytest.approx(1.0)

@@ -16,6 +16,7 @@ import pytest
 from blocking import BlockingCalls
 
 import flowgraph as fg
+from flowgraph.testing import VirtualClock
 
 
 def collecting_sink(
@@ -300,6 +301,28 @@ async def test_ordered_keeps_input_order_with_many_workers() -> None:
     g.chain(g.source(numbers), g.transform(jittery, workers=8, ordered=True), sink)
     await g.run()
     assert seen == list(range(100))
+
+
+@pytest.mark.parametrize("buffer", [1, 16, 256])
+async def test_ordered_workers_run_in_parallel_whatever_the_chunk_size(
+    virtual_clock: VirtualClock, buffer: int
+) -> None:
+    """Eight items that arrive in one chunk still go to eight workers at once, in order."""
+
+    async def slow(x: int) -> int:
+        await anyio.sleep(1 - x / 10)  # the last item finishes first
+        return x
+
+    g = fg.Graph("g")
+    sink, seen = collecting_sink(g)
+    g.chain(
+        g.source(range(8), name="src"),
+        g.transform(slow, workers=8, ordered=True, buffer=buffer),
+        sink,
+    )
+    await g.run()
+    assert seen == list(range(8))
+    assert anyio.current_time() == pytest.approx(1.0)
 
 
 async def test_ordered_generator_transform_keeps_order_and_skips_failures() -> None:

@@ -15,9 +15,8 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from anyio import EndOfStream
-
 from ._calls import OUTPUTS, Outputs
+from ._shared import take_items
 
 if TYPE_CHECKING:
     from collections.abc import Hashable
@@ -50,13 +49,8 @@ async def consume_by_key(nr: NodeRun, emit: Emit | None) -> None:
     if nr.many:
         nr.outputs.append(port)
         OUTPUTS.set(port)
-    held = keys.held
-    while True:
-        try:
-            chunk = await inbox.receive()
-        except EndOfStream:
-            return
-        chunk.room = 0
+    held, shared = keys.held, nr.shared
+    while (chunk := await take_items(shared, inbox)) is not None:
         for envelope in chunk:
             worker.taken += 1
             try:

@@ -10,9 +10,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio import EndOfStream
 
 from ._calls import Outputs
+from ._shared import take_items
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -30,7 +30,6 @@ class Turns:
     """
 
     def __init__(self) -> None:
-        self.lock = anyio.Lock()
         self.next_ticket = 0
         self.now_serving = 0
         self.waiting: dict[int, anyio.Event] = {}
@@ -64,14 +63,9 @@ async def consume_in_order(nr: NodeRun, turns: Turns, emit: Emit | None) -> None
     port = Outputs(emit)
     if many:
         nr.outputs.append(port)
-    while True:
-        async with turns.lock:
-            try:
-                chunk = await inbox.receive()
-            except EndOfStream:
-                return
-            chunk.room = 0
-            first = turns.take(len(chunk))
+    shared = nr.shared
+    while (chunk := await take_items(shared, inbox)) is not None:
+        first = turns.take(len(chunk))
         for turn, item in enumerate(chunk, first):
             if tracked:
                 ticket, item = item

@@ -15,6 +15,10 @@ as there are items have been woken, and when there are not enough, more
 worker tasks are started, up to the node's ``workers``: a node's tasks grow
 with its load. The queue holds at most one chunk's items, so the node's
 buffer bound still holds.
+
+Items leave the queue one at a time in arrival order, which ordered nodes rely
+on: a worker numbers (``ordered=True``) or keys (``ordered="key"``) each item as
+it takes it, with no await in between.
 """
 
 from __future__ import annotations
@@ -110,3 +114,16 @@ class SharedInput:
     def _end(self) -> None:
         self.ended = True
         self._wake(len(self.idle))
+
+
+async def take_items(shared: SharedInput | None, inbox: MemoryObjectReceiveStream[Any]) -> Any:
+    """The next items for one worker: one item from *shared* if the node shares its input,
+    else the next chunk of *inbox* (taken: closed to more items); ``None`` at the end."""
+    if shared is not None:
+        return shared.take_nowait() or await shared.take()
+    try:
+        chunk = await inbox.receive()
+    except EndOfStream:
+        return None
+    chunk.room = 0
+    return chunk

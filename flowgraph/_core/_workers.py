@@ -107,7 +107,7 @@ class NodeRun:
                 self.turns = Turns()
         self.shared = (
             SharedInput(self.inbox, self.grow)
-            if self.inbox is not None and node.workers > 1 and not node.ordered
+            if self.inbox is not None and node.workers > 1
             else None
         )
 
