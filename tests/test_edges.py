@@ -7,6 +7,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -122,3 +123,67 @@ async def test_queue_depth_counts_items_not_chunks() -> None:
     assert (sink.queue_capacity, sink.busy) == (64, 1)
     assert 64 - 4 <= sink.queue_depth <= 64
     assert sink.queue_depth + sink.busy == nodes["numbers"].items_out
+
+
+async def _put(outlet: Outlet, item: Any, order: list[Any]) -> None:
+    order.append(item)  # the order workers put in (trio starts tasks in random order)
+    if (waiting := outlet.put(item)) is not None:
+        await waiting
+
+
+@pytest.mark.parametrize(("capacity", "limit"), [(0, 1), (1, 3), (2, 4), (4, 8)])
+async def test_a_burst_behind_a_full_stream_arrives_whole_and_in_line_order(
+    capacity: int, limit: int
+) -> None:
+    """200 workers put at once into a full stream: the line delivers every item once, in
+    the order the workers queued, as fast as the receiver makes room."""
+    send, receive = anyio.create_memory_object_stream[Any](capacity)
+    outlet = Outlet([send], limit=limit)
+    received: list[Any] = []
+    order: list[Any] = []
+    async with anyio.create_task_group() as tg:
+        for item in range(200):
+            tg.start_soon(_put, outlet, item, order)
+        await anyio.lowlevel.checkpoint()  # every worker has put or queued its item
+        async with receive:
+            while len(received) < 200:
+                chunk = await receive.receive()
+                chunk.room = 0
+                received.extend(chunk)
+                await anyio.lowlevel.checkpoint()
+    send.close()
+    assert received == order
+    assert sorted(received) == list(range(200))
+    assert outlet.queued() == 200
+
+
+async def test_a_worker_cancelled_in_line_delivers_nothing_and_the_line_moves_on() -> None:
+    """Cancelled while waiting its turn, a worker's item never arrives; the others do."""
+    send, receive = anyio.create_memory_object_stream[Any](0)
+    outlet = Outlet([send], limit=2)
+    received: list[Any] = []
+    order: list[Any] = []
+    async with anyio.create_task_group() as tg:
+        scopes = {}
+        for item in range(10):
+            scope = anyio.CancelScope()
+            scopes[item] = scope
+
+            async def put_in(scope: anyio.CancelScope = scope, item: int = item) -> None:
+                with scope:
+                    await _put(outlet, item, order)
+
+            tg.start_soon(put_in)
+        await anyio.lowlevel.checkpoint()
+        for item in (3, 4, 7):
+            scopes[item].cancel()
+        await anyio.lowlevel.checkpoint()
+        async with receive:
+            while len(received) < 7:
+                chunk = await receive.receive()
+                chunk.room = 0
+                received.extend(chunk)
+                await anyio.lowlevel.checkpoint()
+    send.close()
+    assert received == [item for item in order if item not in (3, 4, 7)]
+    assert sorted(received) == [0, 1, 2, 5, 6, 8, 9]

@@ -88,10 +88,13 @@ class Outlet:
     Every worker of the node puts into the same outlet, so the items of many
     workers fill one chunk (a thousand workers still send full chunks), and one
     clone of each stream serves the whole node. While a full stream holds up a
-    chunk (``sending``), a worker that needs a new chunk waits in line: when the
-    send finishes, the first in line puts its item (into the chunk just sent, if
-    it still has room) and then lets the next one go, so each waiting worker is
-    woken once, never a herd of them.
+    chunk (``sending``), a worker that needs a new chunk waits in line with its
+    item: when the send finishes, the items at the head of the line go into the
+    chunk just sent while it has room, then into new chunks while the stream
+    takes them at once (their workers are woken, done); the next in line gets
+    the turn to wait for room. A burst of a thousand results thus moves as far
+    as the stream has room in one step, not one item per loop iteration, and
+    each waiting worker is woken once.
 
     ``sent`` counts the items of the chunks it has moved on from; with its
     current chunk's items that is everything it put into its streams.
@@ -105,7 +108,7 @@ class Outlet:
         self.chunk = _NO_CHUNK
         self.sent = 0
         self.sending = False
-        self.line: deque[anyio.Event] = deque()
+        self.line: deque[_Waiter] = deque()
 
     def put(self, item: Any) -> Awaitable[None] | None:
         """Deliver *item*; return an awaitable when a full stream makes the delivery wait."""
@@ -137,30 +140,64 @@ class Outlet:
         return None
 
     async def _open_in_turn(self, item: Any) -> None:
-        """Wait for this worker's turn, deliver *item*, then let the next in line go."""
-        turn = anyio.Event()
-        self.line.append(turn)
+        """Wait in line with *item*: it is put by whoever has the turn, or this worker gets
+        the turn and puts it itself, then lets the line move on."""
+        waiter = _Waiter(item)
+        self.line.append(waiter)
         try:
-            await turn.wait()
+            await waiter.event.wait()
         except BaseException:
-            if turn.is_set():
-                self._next_turn()
-            else:
-                self.line.remove(turn)
+            if not waiter.event.is_set():
+                self.line.remove(waiter)
+            elif not waiter.delivered:
+                self._next_turn()  # pass on the turn this worker will not use
             raise
+        if waiter.delivered:
+            return
         chunk = self.chunk
         if chunk.room:
             chunk.room -= 1
             chunk.append(item)
             self._next_turn()
         elif (waiting := self._open_now(item)) is not None:
-            await waiting  # this worker sends now; the send passes the turn on
+            await waiting  # this worker sends now; the send moves the line on
         else:
             self._next_turn()
 
     def _next_turn(self) -> None:
-        if self.line:
-            self.line.popleft().set()
+        """Deliver the items at the head of the line, into the open chunk while it has room
+        and into new chunks while the stream takes them at once; then give the turn to
+        the next in line, which waits for room itself."""
+        line = self.line
+        while line:
+            chunk = self.chunk
+            if chunk.room:
+                chunk.room -= 1
+                chunk.append(line[0].item)
+            elif self.sending or not self._open_at_once(line[0].item):
+                line.popleft().event.set()
+                return
+            waiter = line.popleft()
+            waiter.delivered = True
+            waiter.event.set()
+
+    def _open_at_once(self, item: Any) -> bool:
+        """Send a new chunk that starts with *item* if the outlet's one stream has room now.
+
+        Anything else (a fan-out's several streams, a full or closed stream) is left to
+        the worker whose item it is, which sends, waits or raises in its own task.
+        """
+        if len(self.streams) != 1:
+            return False
+        chunk = Chunk((item,))
+        chunk.room = self.limit - 1
+        try:
+            self.streams[0].send_nowait(chunk)
+        except Exception:
+            return False
+        self.sent += len(self.chunk)
+        self.chunk = chunk
+        return True
 
     async def _send_from(self, index: int, chunk: Chunk) -> None:
         """Finish sending *chunk* from ``streams[index]``, which was full."""
@@ -183,6 +220,17 @@ class Outlet:
     def queued(self) -> int:
         """Items this outlet put into its streams."""
         return self.sent + len(self.chunk)
+
+
+class _Waiter:
+    """A worker waiting in an outlet's line, with the item it is delivering."""
+
+    __slots__ = ("delivered", "event", "item")
+
+    def __init__(self, item: Any) -> None:
+        self.item = item
+        self.event = anyio.Event()
+        self.delivered = False
 
 
 def make_outlets(
