@@ -33,6 +33,40 @@ async def test_outputs_go_downstream_as_they_are_yielded(virtual_clock: VirtualC
     assert arrivals == [0.2, 0.4, 0.6]
 
 
+@pytest.mark.parametrize("executor", ["loop", "threads"])
+async def test_statistics_count_a_generators_outputs_as_they_leave(
+    virtual_clock: VirtualClock, executor: str
+) -> None:
+    """items_out grows while one item's generator runs, not only once it has ended: a
+    flat-map reading a big file shows its progress."""
+
+    async def slowly(x: int) -> AsyncIterator[int]:
+        for i in range(10):
+            await anyio.sleep(1)
+            yield i
+
+    def sync_slowly(x: int) -> Iterator[int]:
+        yield from range(10)
+
+    seen: list[int] = []
+    fifth = anyio.Event()
+
+    async def keep(x: int) -> None:
+        seen.append(x)
+        if len(seen) == 5:
+            fifth.set()
+        await anyio.sleep(1 if executor == "threads" else 0)
+
+    g = fg.Graph("g")
+    fn = slowly if executor == "loop" else sync_slowly
+    g.chain(g.source([0], name="src"), g.transform(fn, name="rows"), g.sink(keep, buffer=1))
+    async with fg.open_run(g) as run:
+        await fifth.wait()
+        out = run.statistics()["rows"].items_out
+        assert 5 <= out < 10
+    assert run.statistics()["rows"].items_out == 10
+
+
 async def test_a_sync_generator_in_a_thread_streams_too() -> None:
     """A sync generator's first output reaches the sink before the generator yields the next."""
     first_seen = threading.Event()

@@ -100,6 +100,7 @@ def _streaming(node: Node[..., Any], outputs: Callable[[Any], AsyncIterator[Any]
         try:
             async for out in iterator:
                 sent += 1
+                port.sent += 1
                 if emit is not None:
                     if ticket is not None:
                         ticket.pending += 1
@@ -111,7 +112,6 @@ def _streaming(node: Node[..., Any], outputs: Callable[[Any], AsyncIterator[Any]
                 raise PartialOutputError(exc, sent) from exc
             raise
         finally:
-            port.sent += sent
             aclose = getattr(iterator, "aclose", None)
             if aclose is not None:
                 await aclose()
@@ -136,6 +136,7 @@ def _streaming_sync(node: Node[..., Any], outputs: Callable[[Any], Any], *, remo
         try:
             for out in iterable:
                 sent += 1
+                port.sent += 1
                 if direct is not None and ticket is None:
                     chunk = direct.chunk
                     if chunk.room:
@@ -161,8 +162,6 @@ def _streaming_sync(node: Node[..., Any], outputs: Callable[[Any], Any], *, remo
             if sent and not idempotent:
                 raise PartialOutputError(exc, sent) from exc
             raise
-        finally:
-            port.sent += sent
         return sent
 
     return stream
