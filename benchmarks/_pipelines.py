@@ -163,12 +163,20 @@ def worker_graph(n: int, tally: Tally, fn: Callable[[Any], Any], workers: int) -
     return graph
 
 
-def memory_graph(n: int, tally: Tally) -> fg.Graph:
-    """W5: source of fresh 1 KiB blobs -> trivial transform -> sink slower than the source."""
+def memory_graph(n: int, tally: Tally, *, flatmap: bool = False) -> fg.Graph:
+    """W5: source of fresh 1 KiB blobs -> trivial transform -> sink slower than the source.
+
+    With *flatmap*, the source yields one item and the transform is a generator that
+    yields all *n* blobs from it: a flat-map's outputs must stream, not pile up.
+    """
     graph = fg.Graph("w5_memory")
 
     @graph.source
     async def blobs() -> AsyncIterator[bytes]:
+        for _ in range(1 if flatmap else n):
+            yield bytes(1024)
+
+    async def explode(blob: bytes) -> AsyncIterator[bytes]:
         for _ in range(n):
             yield bytes(1024)
 
@@ -177,7 +185,8 @@ def memory_graph(n: int, tally: Tally) -> fg.Graph:
         tally.add(blob)
         await anyio.lowlevel.checkpoint()  # anyio.sleep(0): one scheduler round-trip
 
-    graph.chain(blobs, graph.transform(identity, name="touch", buffer=BUFFER), slow_sink)
+    touch = graph.transform(explode if flatmap else identity, name="touch", buffer=BUFFER)
+    graph.chain(blobs, touch, slow_sink)
     return graph
 
 

@@ -1,6 +1,6 @@
 """Measure flowgraph's engine against hand-written anyio code doing the same work.
 
-Run ``python benchmarks/bench_core.py [--quick] [--backend asyncio|trio]
+Run ``python benchmarks/bench_core.py [--quick] [--backend asyncio|trio|asyncio+uvloop]
 [--workload W1,W2,...]``. Every workload runs on each chosen backend in this one
 process, except W5, which measures peak RSS in a fresh subprocess per case so
 that runs cannot inflate each other's peak. The table is printed as Markdown;
@@ -49,6 +49,17 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
 
 BACKENDS = ("asyncio", "trio")
+UVLOOP = "asyncio+uvloop"
+"""asyncio on uvloop's event loop (``pip install uvloop``): run only when asked for."""
+
+
+def run_on(backend: str, func: Callable[..., Any], *args: Any) -> Any:
+    """``anyio.run`` on *backend*, where ``asyncio+uvloop`` is asyncio with ``use_uvloop``."""
+    if backend == UVLOOP:
+        return anyio.run(func, *args, backend="asyncio", backend_options={"use_uvloop": True})
+    return anyio.run(func, *args, backend=backend)
+
+
 WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
 
 
@@ -89,7 +100,7 @@ def measure(backend: str, job: Callable[[], Awaitable[float]], repeats: int) -> 
     values = []
     for _ in range(repeats):
         gc.collect()
-        values.append(anyio.run(job, backend=backend))
+        values.append(run_on(backend, job))
     return values
 
 
@@ -377,27 +388,31 @@ def w6(backend: str, sizes: Sizes) -> list[Row]:
 
 def w5(backend: str, sizes: Sizes) -> list[Row]:
     base = _memory_child(backend, sizes.memory_baseline)
-    big = _memory_child(backend, sizes.memory_items)
-    growth = (big["peak_rss_kib"] - base["peak_rss_kib"]) / 1024
-    return [
+    rows = [
         Row(
             "W5 memory",
             backend,
             "flowgraph",
             _memory_result(base),
             rss=f"{base['peak_rss_kib'] / 1024:.1f} MiB",
-        ),
-        Row(
-            "W5 memory",
-            backend,
-            "flowgraph",
-            _memory_result(big),
-            f"{growth:+.1f} MiB",
-            "<= +50 MiB",
-            growth <= 50,
-            f"{big['peak_rss_kib'] / 1024:.1f} MiB",
-        ),
+        )
     ]
+    for flatmap in (False, True):
+        big = _memory_child(backend, sizes.memory_items, flatmap=flatmap)
+        growth = (big["peak_rss_kib"] - base["peak_rss_kib"]) / 1024
+        rows.append(
+            Row(
+                "W5 memory",
+                backend,
+                "flowgraph, one item yields them all" if flatmap else "flowgraph",
+                _memory_result(big),
+                f"{growth:+.1f} MiB",
+                "<= +50 MiB",
+                growth <= 50,
+                f"{big['peak_rss_kib'] / 1024:.1f} MiB",
+            )
+        )
+    return rows
 
 
 def _memory_result(report: dict[str, Any]) -> str:
@@ -408,29 +423,32 @@ def _memory_result(report: dict[str, Any]) -> str:
     )
 
 
-def _memory_child(backend: str, n: int) -> dict[str, Any]:
+def _memory_child(backend: str, n: int, *, flatmap: bool = False) -> dict[str, Any]:
     command = [sys.executable, str(Path(__file__).resolve()), "--memory-child", str(n)]
+    if flatmap:
+        command.append("--flatmap")
     output = subprocess.run(
         [*command, "--backend", backend], check=True, capture_output=True, text=True
     ).stdout
     return json.loads(output)  # type: ignore[no-any-return]
 
 
-def memory_child(backend: str, n: int) -> None:
+def memory_child(backend: str, n: int, *, flatmap: bool = False) -> None:
     """Run W5 with *n* items in this (fresh) process and print a JSON report with peak RSS."""
-    report = anyio.run(_memory_run, n, backend=backend)
+    report = run_on(backend, _memory_run, n, flatmap)
     report["peak_rss_kib"] = peak_rss_kib()
     print(json.dumps(report))
 
 
-async def _memory_run(n: int) -> dict[str, Any]:
+async def _memory_run(n: int, flatmap: bool) -> dict[str, Any]:
     """Run W5 while sampling how full the sink's queue is and how many items are in the graph.
 
     A full sink queue shows that the sink is the bottleneck, so backpressure is what
     keeps the source from running ahead; "in graph" is source output minus sink input.
     """
     tally = Tally()
-    graph = memory_graph(n, tally)
+    graph = memory_graph(n, tally, flatmap=flatmap)
+    producer = "touch" if flatmap else "blobs"
     max_queue = max_in_graph = capacity = 0
     started = time.perf_counter()
     async with fg.open_run(graph) as run:
@@ -438,7 +456,7 @@ async def _memory_run(n: int) -> dict[str, Any]:
             stats = run.statistics()
             sink = stats["slow_sink"]
             max_queue = max(max_queue, sink.queue_depth)
-            max_in_graph = max(max_in_graph, stats["blobs"].items_out - sink.items_in)
+            max_in_graph = max(max_in_graph, stats[producer].items_out - sink.items_in)
             capacity = sink.queue_capacity
             if sink.finished:
                 break
@@ -501,13 +519,18 @@ def format_table(rows: list[Row]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
-    parser.add_argument("--backend", choices=BACKENDS, help="one backend (default: both)")
+    parser.add_argument(
+        "--backend",
+        choices=[*BACKENDS, UVLOOP],
+        help=f"one backend (default: {' and '.join(BACKENDS)}); {UVLOOP} needs uvloop",
+    )
     parser.add_argument(
         "--workload",
         default=",".join(WORKLOADS),
         help=f"comma-separated subset of {','.join(WORKLOADS)} (default: all)",
     )
     parser.add_argument("--memory-child", type=int, metavar="N", help=argparse.SUPPRESS)
+    parser.add_argument("--flatmap", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.workloads = [w.strip().upper() for w in args.workload.split(",") if w.strip()]
     unknown = sorted(set(args.workloads) - set(WORKLOADS))
@@ -520,7 +543,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.memory_child is not None:
-        memory_child(args.backend or "asyncio", args.memory_child)
+        memory_child(args.backend or "asyncio", args.memory_child, flatmap=args.flatmap)
         return 0
     sizes = QUICK if args.quick else FULL
     rows: list[Row] = []
