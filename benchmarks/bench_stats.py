@@ -19,7 +19,7 @@ from _pipelines import Tally, linear_graph
 from anyio import EndOfStream, WouldBlock
 
 from flowgraph._core import _workers
-from flowgraph._core._workers import YIELD_EVERY, _emit_each
+from flowgraph._core._workers import YIELD_EVERY
 
 N = 200_000
 REPEATS = 15
@@ -71,11 +71,9 @@ async def consume_without_statistics(nr: Any, emit: Any, direct: Any) -> None:
                         open_.append(out)
                     elif (waiting := open_chunk(out)) is not None:
                         await waiting
-                elif emit is None:
+                elif emit is None or many:  # a generator's call sent its outputs itself
                     if tracked:
                         ticket.release()
-                elif many:
-                    await _emit_each(emit, result, ticket if tracked else None)
                 elif (waiting := emit((ticket, result) if tracked else result)) is not None:
                     await waiting
 
