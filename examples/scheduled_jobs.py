@@ -289,7 +289,7 @@ def count(db: str, table: str) -> int:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--url", help="the API's base URL (default: an offline stand-in)")
-    parser.add_argument("--db", default="breweries.db", help="the SQLite file (breweries.db)")
+    parser.add_argument("--db", default="brewery-jobs.db", help="the SQLite file (brewery-jobs.db)")
     parser.add_argument("--state", default="state.db", help="checkpoints, quota (state.db)")
     parser.add_argument("--terms", nargs="+", default=TERMS, help="what to search for")
     parser.add_argument("--requests-a-day", type=int, default=10, help="quota (10)")

@@ -211,7 +211,7 @@ def test_a_restart_gets_only_what_is_left_of_the_days_quota(tmp_path: Path) -> N
     assert "backfill: no page copied (0 requests), the day's quota is spent; " in three
     assert f"breweries copied: {last * PER_PAGE}\n" in three
     columns = ", ".join(jobs.COLUMNS)
-    rows = table(tmp_path / "breweries.db", f"SELECT {columns} FROM breweries ORDER BY name")
+    rows = table(tmp_path / "brewery-jobs.db", f"SELECT {columns} FROM breweries ORDER BY name")
     assert rows == first(last * PER_PAGE)
     assert table(tmp_path / "state.db", "SELECT name FROM flowgraph_quotas") == [
         ("breweries-backfill",)
