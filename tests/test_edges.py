@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
@@ -13,6 +13,9 @@ from hypothesis import strategies as st
 
 import flowgraph as fg
 from flowgraph._core._edges import Outlet, chunk_capacity, chunk_limit
+
+if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectReceiveStream
 
 
 @given(buffer=st.integers(0, 100_000))
@@ -131,6 +134,18 @@ async def _put(outlet: Outlet, item: Any, order: list[Any]) -> None:
         await waiting
 
 
+async def _take(receive: MemoryObjectReceiveStream[Any], count: int) -> list[Any]:
+    """Receive chunks as a slow node would (one per scheduler round) until *count* items."""
+    received: list[Any] = []
+    async with receive:
+        while len(received) < count:
+            chunk = await receive.receive()
+            chunk.room = 0
+            received.extend(chunk)
+            await anyio.lowlevel.checkpoint()
+    return received
+
+
 @pytest.mark.parametrize(("capacity", "limit"), [(0, 1), (1, 3), (2, 4), (4, 8)])
 async def test_a_burst_behind_a_full_stream_arrives_whole_and_in_line_order(
     capacity: int, limit: int
@@ -139,18 +154,12 @@ async def test_a_burst_behind_a_full_stream_arrives_whole_and_in_line_order(
     the order the workers queued, as fast as the receiver makes room."""
     send, receive = anyio.create_memory_object_stream[Any](capacity)
     outlet = Outlet([send], limit=limit)
-    received: list[Any] = []
     order: list[Any] = []
     async with anyio.create_task_group() as tg:
         for item in range(200):
             tg.start_soon(_put, outlet, item, order)
         await anyio.lowlevel.checkpoint()  # every worker has put or queued its item
-        async with receive:
-            while len(received) < 200:
-                chunk = await receive.receive()
-                chunk.room = 0
-                received.extend(chunk)
-                await anyio.lowlevel.checkpoint()
+        received = await _take(receive, 200)
     send.close()
     assert received == order
     assert sorted(received) == list(range(200))
@@ -161,7 +170,6 @@ async def test_a_worker_cancelled_in_line_delivers_nothing_and_the_line_moves_on
     """Cancelled while waiting its turn, a worker's item never arrives; the others do."""
     send, receive = anyio.create_memory_object_stream[Any](0)
     outlet = Outlet([send], limit=2)
-    received: list[Any] = []
     order: list[Any] = []
     async with anyio.create_task_group() as tg:
         scopes = {}
@@ -178,12 +186,7 @@ async def test_a_worker_cancelled_in_line_delivers_nothing_and_the_line_moves_on
         for item in (3, 4, 7):
             scopes[item].cancel()
         await anyio.lowlevel.checkpoint()
-        async with receive:
-            while len(received) < 7:
-                chunk = await receive.receive()
-                chunk.room = 0
-                received.extend(chunk)
-                await anyio.lowlevel.checkpoint()
+        received = await _take(receive, 7)
     send.close()
     assert received == [item for item in order if item not in (3, 4, 7)]
     assert sorted(received) == [0, 1, 2, 5, 6, 8, 9]
