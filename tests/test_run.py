@@ -351,7 +351,7 @@ async def test_ordered_generator_transform_keeps_order_and_skips_failures() -> N
 async def test_bounded_buffers_push_back_on_the_source(buffer: int) -> None:
     """A slow sink holds the source back: items in transit never exceed the buffers.
 
-    A buffer of 64 carries chunks of 4 items: the bound still counts items.
+    A buffer of 64 carries chunks of 8 items: the bound still counts items.
     """
     produced = consumed = max_gap = 0
 
