@@ -118,3 +118,10 @@ def test_modules_stay_readable(path: Path) -> None:
     name = _module_name(path)
     lines = len(path.read_text().splitlines())
     assert lines <= MAX_LINES or name in LONG_MODULES, f"{name} has {lines} lines"
+
+
+def test_the_map_names_every_module_of_the_engine() -> None:
+    """docs/architecture.md's table of `_core/` is the map: a new engine module joins it."""
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    engine = sorted(p.name for p in (PACKAGE / "_core").glob("_*.py") if p.name != "__init__.py")
+    assert [name for name in engine if f"`{name}`" not in page] == []
