@@ -62,6 +62,34 @@ async def _cancel_seconds(start: Callable[[anyio.Event], Coroutine[Any, Any, Non
     return time.perf_counter() - cancelled_at
 
 
+async def test_worker_tasks_start_as_load_needs_them(virtual_clock: VirtualClock) -> None:
+    """A node declared with 5,000 workers that never sees more than ten items at once
+    starts about ten worker tasks, not 5,000."""
+
+    async def batches() -> AsyncIterator[int]:
+        for n in range(100):
+            if n % 10 == 0:
+                await anyio.sleep(1)  # ten items at a time, each batch done before the next
+            yield n
+
+    async def call(x: int) -> int:
+        await anyio.sleep(0.1)
+        return x
+
+    seen: list[int] = []
+
+    async def keep(x: int) -> None:
+        seen.append(x)
+
+    g = fg.Graph("lazy")
+    g.chain(g.source(batches, name="src"), g.transform(call, workers=5_000), g.sink(keep))
+    async with fg.open_run(g) as run:
+        pass
+    assert sorted(seen) == list(range(100))
+    started = run._nodes["call"].started
+    assert 10 <= started <= 12, started
+
+
 async def test_five_thousand_busy_workers_are_cancelled_about_as_fast_as_bare_tasks() -> None:
     """Cancelling a run whose 5,000 workers all wait takes about what cancelling 5,000 bare
     sleeping tasks takes (the floor: 0.1-0.4 s on this 2-core VM, depending on the backend)."""
