@@ -95,11 +95,10 @@ def _streaming(node: Node[..., Any], outputs: Callable[[Any], AsyncIterator[Any]
     async def stream(item: Any) -> int:
         port = OUTPUTS.get()
         emit, ticket = port.emit, port.ticket
-        sent = 0
+        before = port.sent  # the node's items_out counts each output as it leaves
         iterator = outputs(item)
         try:
             async for out in iterator:
-                sent += 1
                 port.sent += 1
                 if emit is not None:
                     if ticket is not None:
@@ -108,14 +107,14 @@ def _streaming(node: Node[..., Any], outputs: Callable[[Any], AsyncIterator[Any]
                     if (waiting := emit(out)) is not None:
                         await wait_downstream(waiting)
         except Exception as exc:
-            if sent and not idempotent:
+            if (sent := port.sent - before) and not idempotent:
                 raise PartialOutputError(exc, sent) from exc
             raise
         finally:
             aclose = getattr(iterator, "aclose", None)
             if aclose is not None:
                 await aclose()
-        return sent
+        return port.sent - before
 
     return stream
 
@@ -131,11 +130,10 @@ def _streaming_sync(node: Node[..., Any], outputs: Callable[[Any], Any], *, remo
     async def stream(item: Any) -> int:
         port = OUTPUTS.get()
         emit, ticket, direct = port.emit, port.ticket, port.direct
-        sent, budget = 0, YIELD_EVERY
+        before, budget = port.sent, YIELD_EVERY
         iterable = await outputs(item) if remote else outputs(item)
         try:
             for out in iterable:
-                sent += 1
                 port.sent += 1
                 if direct is not None and ticket is None:
                     chunk = direct.chunk
@@ -159,10 +157,10 @@ def _streaming_sync(node: Node[..., Any], outputs: Callable[[Any], Any], *, remo
                     budget = YIELD_EVERY
                     await yield_to_loop()
         except Exception as exc:
-            if sent and not idempotent:
+            if (sent := port.sent - before) and not idempotent:
                 raise PartialOutputError(exc, sent) from exc
             raise
-        return sent
+        return port.sent - before
 
     return stream
 

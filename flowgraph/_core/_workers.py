@@ -68,14 +68,12 @@ class NodeRun:
         # A node on threads with several workers runs two tasks per worker, so each thread
         # has its next call waiting in its queue and never idles for a round trip to the
         # event loop. (One worker keeps one task: its items stay in order.)
-        self.in_threads = (
+        in_threads = (
             node.workers > 1
             and not node.runs_on_loop
             and (node.executor in (None, "threads") or isinstance(node.executor, Threads))
         )
-        self.tasks = (
-            1 if node.kind is NodeKind.SOURCE else node.workers * (2 if self.in_threads else 1)
-        )
+        self.tasks = 1 if node.kind is NodeKind.SOURCE else node.workers * (2 if in_threads else 1)
         self.started = 0  # worker tasks started so far
         self.workers_left = 0  # worker tasks started and not yet exited
         self._spawn: Callable[[], object] | None = None
