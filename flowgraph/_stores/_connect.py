@@ -67,6 +67,11 @@ def connect_sqlite(
 _BUSY = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
 
+def sqlite_busy(exc: sqlite3.Error) -> bool:
+    """Whether *exc* says another connection holds a lock (extended codes included)."""
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF in _BUSY
+
+
 def enter_wal(connection: sqlite3.Connection, timeout: float) -> None:
     """Switch to WAL mode, waiting up to *timeout* seconds for other connections.
 
@@ -81,7 +86,7 @@ def enter_wal(connection: sqlite3.Connection, timeout: float) -> None:
             connection.execute("PRAGMA journal_mode = WAL")
             return
         except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode not in _BUSY or time.monotonic() >= deadline:
+            if not sqlite_busy(exc) or time.monotonic() >= deadline:
                 raise
         time.sleep(pause)
         pause = min(pause * 2, 0.05)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from .._core._exceptions import StoreError
 from .._core._threads import run_sync_in_thread
-from ._connect import connect_sqlite, enter_wal
+from ._connect import connect_sqlite, enter_wal, sqlite_busy
 from ._filelock import FileLock
 from ._retry import DEFAULT_RETRY_FOR, Transient
 from ._sql import (
@@ -85,7 +85,6 @@ CREATE TABLE IF NOT EXISTS flowgraph_quotas (
 PRAGMA user_version = {int(SCHEMA_VERSION)};
 """
 _TABLES = frozenset({"flowgraph_dead_letters", "flowgraph_checkpoints"})
-_BUSY = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED: another connection holds a lock
 DEFAULT_TIMEOUT = 5.0
 """Seconds one attempt waits for the file's write lock before it is retried."""
 
@@ -182,7 +181,7 @@ class SQLiteStore(SQLStateStore):
                 raise
             return result
         except sqlite3.Error as exc:
-            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _BUSY:
+            if sqlite_busy(exc):
                 raise Transient(str(exc)) from exc
             raise StoreError(f"{self.name}: {exc}") from exc
 
