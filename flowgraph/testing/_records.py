@@ -88,8 +88,9 @@ class RequestLog(tuple[RequestRecord, ...]):
         Raises:
             ValueError, TypeError: on an invalid condition, as for a route.
         """
-        match = Match(method, path, query=query, headers=headers, json=json, content=content)
-        return RequestLog(record for record in self if match.matches(record._as_request()))
+        return self._matching(
+            Match(method, path, query=query, headers=headers, json=json, content=content)
+        )
 
     @property
     def last(self) -> RequestRecord:
@@ -122,7 +123,7 @@ class RequestLog(tuple[RequestRecord, ...]):
             AssertionError: naming the conditions, the count, and the requests seen.
         """
         match = Match(method, path, query=query, headers=headers, json=json, content=content)
-        found = RequestLog(record for record in self if match.matches(record._as_request()))
+        found = self._matching(match)
         if (times is None and not found) or (times is not None and len(found) != times):
             expected = "at least 1 request" if times is None else f"{times} request"
             expected += "s" * (times not in (None, 1))
@@ -150,6 +151,9 @@ class RequestLog(tuple[RequestRecord, ...]):
         self.assert_called(
             method, path, times=0, query=query, headers=headers, json=json, content=content
         )
+
+    def _matching(self, match: Match) -> RequestLog:
+        return RequestLog(record for record in self if match.matches(record._as_request()))
 
     def _listing(self) -> str:
         if not self:
